@@ -26,7 +26,9 @@ def compile_regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise UsageError(f"{field} is not a valid regular expression ({exc}): {pattern!r}") from None
+        raise UsageError(
+            f"{field} is not a valid regular expression ({exc}): {pattern!r}"
+        ) from None
 
 
 def _check_type(name: str, value: Any, kind: str) -> None:

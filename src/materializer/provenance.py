@@ -145,7 +145,7 @@ def build_provenance(
     code_dir: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the provenance block; ``inputs``/``outputs`` hold ready descriptions."""
-    code_dir = code_dir or str(Path(entrypoint).resolve().parent)
+    code_dir = code_dir or str(Path(materializer.__file__).resolve().parent)
     return {
         "argv": [str(a) for a in argv],
         "args": _normalise(dict(args)),

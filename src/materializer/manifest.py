@@ -1,0 +1,514 @@
+"""Batch manifests: load, validate (every problem at once) and resolve.
+
+A manifest is the older batch runners' JSON shape (``defaults`` + ``tables``, with an
+optional ``kind``) or the combined shape (``mos_labels:`` and/or ``second_opinion:``
+sections). Structure is checked against ``workflow/schemas/manifest.schema.yaml``;
+option values by :mod:`materializer.options` (the same code the command line uses);
+the rest (ids, paths, formats, chaining) here. Paths stay as written: the library
+resolves them against ``base_dir``, which is why reports and audits read the same in
+any folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from materializer import tableio
+from materializer.errors import MaterializeError, UsageError
+from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
+
+MOS = "mos-labels"
+SECOND_OPINION = "second-opinion"
+SECTION_KEYS = {MOS: "mos_labels", SECOND_OPINION: "second_opinion"}
+"""Kind → the combined shape's section key (also the default report file stem)."""
+OPTION_CLASSES: dict[str, Any] = {MOS: MosOptions, SECOND_OPINION: SecondOpinionOptions}
+SOURCE_FIELD = {MOS: "labels", SECOND_OPINION: "scores"}
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+AUDIT_SUFFIX = ".audit.json"
+DEFAULT_REPORT_DIR = "reports"
+
+
+class ManifestError(UsageError):
+    """A manifest with problems; ``problems`` lists every one, each on its own line."""
+
+    def __init__(self, manifest: str, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        super().__init__(f"{count} manifest problem{'s' if count != 1 else ''}", file=manifest)
+
+    def report(self) -> str:
+        """All problems, one per line, after a heading line."""
+        return "\n".join([str(self), *(f"  - {p}" for p in self.problems)])
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of a section, with paths as written in the manifest."""
+
+    kind: str
+    index: int
+    id: str
+    features: str
+    sources: tuple[str, ...]
+    out: str
+    audit_json: str
+    config: dict[str, Any]
+    options: Any
+    where: str = ""
+
+    @property
+    def source_paths(self) -> tuple[str, ...]:
+        """The label files, or the score files without their ``LABEL=``."""
+        if self.kind == SECOND_OPINION:
+            return tuple(ScoreSpec.parse(spec).path for spec in self.sources)
+        return self.sources
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.features, *self.source_paths)
+
+    def spec(self) -> dict[str, Any]:
+        """What a job needs and what, changed, must rerun it (paths as written)."""
+        return {
+            "audit_json": self.audit_json,
+            "features": self.features,
+            "id": self.id,
+            "kind": self.kind,
+            "options": self.options.as_dict(),
+            "out": self.out,
+            SOURCE_FIELD[self.kind]: list(self.sources),
+        }
+
+    def spec_json(self) -> str:
+        return json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Section:
+    """All tables of one kind, and where their batch report goes."""
+
+    kind: str
+    tables: tuple[Table, ...]
+    report_json: str
+    report_md: str
+    report_json_written: str | None = None
+    report_md_written: str | None = None
+
+    @property
+    def key(self) -> str:
+        return SECTION_KEYS[self.kind]
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: its sections in file order and the root of relative paths."""
+
+    path: str
+    base_dir: str
+    sections: list[Section] = field(default_factory=list)
+
+    @property
+    def tables(self) -> list[Table]:
+        return [table for section in self.sections for table in section.tables]
+
+    def resolve(self, written: str) -> str:
+        """The absolute, normalised path of a path as written."""
+        return resolve(self.base_dir, written)
+
+    def producer(self, written: str) -> Table | None:
+        """The table whose ``out`` is this path, if any."""
+        target = self.resolve(written)
+        for table in self.tables:
+            if self.resolve(table.out) == target:
+                return table
+        return None
+
+
+def resolve(base_dir: str, written: str) -> str:
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(written)))
+
+
+def read_manifest_file(path: str | os.PathLike[str]) -> Any:
+    """Parse a manifest file (JSON or YAML) as Snakemake's ``--configfile`` does."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest: {exc.strerror}", file=os.fspath(path)) from None
+    try:
+        if Path(path).suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = " ".join(str(exc).split())
+        raise UsageError(f"manifest is not valid JSON/YAML: {first}", file=os.fspath(path)) \
+            from None
+
+
+def schema_path() -> Path:
+    """The manifest JSON schema shipped with the workflow (next to this checkout's src/)."""
+    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "manifest.schema.yaml"
+
+
+def _load_schema(path: Path | None) -> dict[str, Any]:
+    with open(path or schema_path(), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _strip_comments(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _strip_comments(v) for k, v in value.items()
+                if not (isinstance(k, str) and k.startswith("_"))}
+    if isinstance(value, list):
+        return [_strip_comments(v) for v in value]
+    return value
+
+
+class _Problems:
+    """Collects problems, each naming the section, table id (or index) and field."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        text = f"{where}: {message}" if where else message
+        if text not in self.items:
+            self.items.append(text)
+
+
+def _where_table(section: str, index: int, raw: Any, field_name: str | None = None) -> str:
+    ident = raw.get("id") if isinstance(raw, Mapping) else None
+    name = f"table {ident!r} ({section}[{index}])" if ident not in (None, "") else \
+        f"table {section}[{index}]"
+    return f"{name} field {field_name!r}" if field_name else name
+
+
+def _schema_message(error: Any) -> tuple[str | None, str]:
+    """A short message and the offending field for one jsonschema error."""
+    validator = error.validator
+    path = list(error.absolute_path)
+    field_name = next((str(p) for p in reversed(path) if isinstance(p, str)), None)
+    if validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {}))
+                       - {k for k in error.instance if str(k).startswith("_")})
+        return (str(extra[0]) if len(extra) == 1 else field_name,
+                f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}")
+    if validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", error.message)
+        return (missing[0] if missing else field_name, "is required")
+    if validator == "minItems":
+        return field_name, "must be a non-empty list"
+    if validator == "minLength":
+        return field_name, "must not be empty"
+    if validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        article = "an" if str(expected)[:1] in "aeiou" else "a"
+        return field_name, f"must be {article} {expected}, got {error.instance!r}"
+    if validator == "pattern" and field_name in ("report_json", "audit_json"):
+        return field_name, f"must end in .json, got {error.instance!r}"
+    if validator == "pattern" and field_name == "report_md":
+        return field_name, f"must end in .md, got {error.instance!r}"
+    if validator == "enum":
+        return field_name, f"must be one of {', '.join(map(str, error.validator_value))}; " \
+                           f"got {error.instance!r}"
+    return field_name, error.message
+
+
+def _schema_problems(data: Any, schema: dict[str, Any], problems: _Problems,
+                     section_of: dict[str, str]) -> set[tuple[str, int]]:
+    """Validate structure; returns (section, index) of tables with structural problems."""
+    from jsonschema import Draft202012Validator
+
+    broken: set[tuple[str, int]] = set()
+    validator = Draft202012Validator(schema)
+    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.path]):
+        path = list(error.absolute_path)
+        field_name, message = _schema_message(error)
+        if len(path) >= 2 and path[0] in section_of.values() and path[1] == "tables" \
+                or (len(path) >= 1 and path[0] == "tables"):
+            offset = 0 if path[0] == "tables" else 1
+            section = section_of.get(path[0], path[0]) if offset else section_of["tables"]
+            if len(path) > offset + 1:
+                index = int(path[offset + 1])
+                raw = data[path[0]]["tables"][index] if offset else data["tables"][index]
+                broken.add((section, index))
+                fname = field_name if field_name not in (None, "tables") else None
+                problems.add(_where_table(section, index, raw, fname), message)
+                continue
+            problems.add(f"{section} field 'tables'", message)
+            continue
+        where = ".".join(str(p) for p in path)
+        if field_name and (not where or not where.endswith(field_name)):
+            where = f"{where}.{field_name}" if where else field_name
+        problems.add(f"field {where!r}" if where else "manifest", message)
+    return broken
+
+
+def _infer_kind(data: Mapping[str, Any], problems: _Problems) -> str | None:
+    kind = data.get("kind")
+    if kind in (MOS, SECOND_OPINION):
+        return kind
+    if kind is not None:
+        return None  # the schema reports the bad value
+    tables = data.get("tables")
+    if not isinstance(tables, list):
+        return None
+    has = {name for t in tables if isinstance(t, Mapping) for name in ("labels", "scores")
+           if name in t}
+    if has == {"labels"}:
+        return MOS
+    if has == {"scores"}:
+        return SECOND_OPINION
+    problems.add("manifest", "cannot tell the kind of its tables (they carry "
+                 f"{'both labels and scores' if has else 'neither labels nor scores'}); "
+                 f"set kind: {MOS} or {SECOND_OPINION}")
+    return None
+
+
+def _option_problems(kind: str, values: Mapping[str, Any], where: str,
+                     problems: _Problems) -> None:
+    """Check each option on its own, so every bad option is reported, not just the first."""
+    cls = OPTION_CLASSES[kind]
+    for name, value in values.items():
+        try:
+            cls.from_mapping({name: value})
+        except MaterializeError as exc:
+            problems.add(f"{where} field {name!r}", exc.message)
+
+
+def _format_problem(path: str) -> str | None:
+    try:
+        tableio.table_format(path)
+    except MaterializeError as exc:
+        return exc.message
+    return None
+
+
+def _cycles(tables: Sequence[Table], producer: dict[str, Table], manifest: Manifest) \
+        -> list[list[Table]]:
+    """Chains of tables whose features come from each other's ``out`` in a loop."""
+    found: list[list[Table]] = []
+    seen: set[tuple[str, str]] = set()
+    for start in tables:
+        chain = [start]
+        current = start
+        while True:
+            upstream = producer.get(manifest.resolve(current.features))
+            if upstream is None:
+                break
+            if upstream in chain:
+                loop = chain[chain.index(upstream):]
+                ident = frozenset((t.kind, t.id) for t in loop)
+                if ident not in seen:
+                    seen.add(ident)  # type: ignore[arg-type]
+                    found.append(loop)
+                break
+            chain.append(upstream)
+            current = upstream
+    return found
+
+
+def load_manifest(
+    data: Any,
+    *,
+    manifest_path: str,
+    base_dir: str | None = None,
+    report_dir: str | None = None,
+    schema: Path | None = None,
+    check_inputs: bool = True,
+) -> Manifest:
+    """Validate a parsed manifest and resolve it, or raise :class:`ManifestError`.
+
+    ``base_dir`` (from ``--config base_dir=``) overrides the manifest's own ``base_dir``;
+    it is relative to the working directory. The manifest's ``base_dir`` is relative to
+    the manifest's folder; without either, paths resolve from the manifest's folder.
+    Default report paths go under ``report_dir`` (default: ``reports/<manifest stem>/``
+    in the working directory).
+    """
+    problems = _Problems()
+    manifest_dir = os.path.dirname(os.path.abspath(manifest_path))
+    if not isinstance(data, Mapping):
+        raise ManifestError(manifest_path, ["the manifest must be a mapping (JSON object)"])
+    data = dict(data)
+    combined = [SECTION_KEYS[k] for k in (MOS, SECOND_OPINION) if SECTION_KEYS[k] in data]
+    older = [k for k in ("tables", "defaults", "kind") if k in data]
+    if combined and older:
+        problems.add("manifest", f"mixes the combined shape ({', '.join(combined)}) with "
+                     f"top-level {', '.join(older)}; put tables inside the sections")
+    if not combined and "tables" not in data:
+        problems.add("manifest", "needs tables (older shape) or a mos_labels/second_opinion "
+                     "section (combined shape)")
+
+    kinds: dict[str, str] = {}  # data key → kind
+    section_of: dict[str, str] = {}
+    if combined:
+        for kind in (MOS, SECOND_OPINION):
+            if SECTION_KEYS[kind] in data:
+                kinds[SECTION_KEYS[kind]] = kind
+                section_of[SECTION_KEYS[kind]] = SECTION_KEYS[kind]
+    elif "tables" in data:
+        kind = _infer_kind(data, problems)
+        if kind is not None:
+            kinds[""] = kind
+        section_of["tables"] = "tables"
+
+    full_schema = _load_schema(schema)
+    checked = dict(data)
+    if "" in kinds:
+        # Older shape: validate the top level and its tables as a section of its kind.
+        section_schema = {"$ref": f"#/$defs/{SECTION_KEYS[kinds['']]}_section"}
+        top = {k: v for k, v in data.items() if k not in ("defaults", "tables")}
+        _schema_problems(top, full_schema, problems, {})
+        section_doc = {k: data[k] for k in ("defaults", "tables") if k in data}
+        broken = _schema_problems(section_doc, {**full_schema, **section_schema}, problems,
+                                  {"tables": "tables"})
+    else:
+        if "tables" in checked and not combined:
+            checked.pop("tables")
+        broken = _schema_problems(checked, full_schema, problems, section_of)
+
+    # base_dir: --config wins (relative to the working directory), then the manifest's own.
+    if base_dir is not None:
+        root = os.path.abspath(os.path.expanduser(str(base_dir)))
+    elif isinstance(data.get("base_dir"), str) and data["base_dir"]:
+        root = resolve(manifest_dir, data["base_dir"])
+    else:
+        root = manifest_dir
+    if not os.path.isdir(root):
+        problems.add("field 'base_dir'", f"is not a directory: {root}")
+    manifest = Manifest(path=manifest_path, base_dir=root)
+    stem = Path(manifest_path).name.split(".")[0] or "manifest"
+    reports = report_dir or os.path.join(os.getcwd(), DEFAULT_REPORT_DIR, stem)
+
+    for key, kind in kinds.items():
+        body = data if key == "" else data.get(key)
+        if not isinstance(body, Mapping):
+            continue
+        label = key or "tables"
+        defaults = body.get("defaults") or {}
+        defaults = _strip_comments(defaults) if isinstance(defaults, Mapping) else {}
+        known = set(OPTION_CLASSES[kind].TYPES)
+        _option_problems(kind, {k: v for k, v in defaults.items() if k in known},
+                         f"{key or 'manifest'} defaults", problems)
+        raw_tables = body.get("tables") if isinstance(body.get("tables"), list) else []
+        tables: list[Table] = []
+        for index, raw in enumerate(raw_tables):
+            if not isinstance(raw, Mapping):
+                continue
+            table = _build_table(kind, label, index, raw, defaults, known,
+                                 (label, index) in broken, problems)
+            if table is not None:
+                tables.append(table)
+        name = SECTION_KEYS[kind].replace("_", "-")
+        json_written = body.get("report_json") if isinstance(body.get("report_json"), str) \
+            else None
+        md_written = body.get("report_md") if isinstance(body.get("report_md"), str) else None
+        manifest.sections.append(Section(
+            kind=kind,
+            tables=tuple(tables),
+            report_json=resolve(root, json_written) if json_written
+            else os.path.join(reports, f"{name}.json"),
+            report_md=resolve(root, md_written) if md_written
+            else os.path.join(reports, f"{name}.md"),
+            report_json_written=json_written,
+            report_md_written=md_written,
+        ))
+
+    _cross_checks(manifest, problems, check_inputs)
+    if problems.items:
+        raise ManifestError(manifest_path, problems.items)
+    return manifest
+
+
+def _build_table(kind: str, label: str, index: int, raw: Mapping[str, Any],
+                 defaults: Mapping[str, Any], known: set[str], broken: bool,
+                 problems: _Problems) -> Table | None:
+    """Per-table checks the schema cannot express; None when the table is unusable."""
+    raw = _strip_comments(raw)
+    where = _where_table(label, index, raw)
+    ident = raw.get("id")
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        ident = str(ident)
+    if isinstance(ident, str) and not SAFE_ID.fullmatch(ident):
+        problems.add(f"{where} field 'id'", "must be 1-128 letters, digits, '.', '_' or '-' "
+                     "starting with a letter or digit (it names log and status files)")
+        ident = None
+    table_options = {k: v for k, v in raw.items() if k in known}
+    _option_problems(kind, table_options, where, problems)
+    config = {**defaults, **table_options}
+    try:
+        options = OPTION_CLASSES[kind].from_mapping(config)
+    except MaterializeError:
+        options = None  # every bad option was reported above
+    if broken or options is None or not isinstance(ident, str):
+        return None
+    out = raw["out"]
+    audit = raw.get("audit_json") or f"{out}{AUDIT_SUFFIX}"
+    table = Table(kind=kind, index=index, id=ident, features=raw["features"],
+                  sources=tuple(str(s) for s in raw[SOURCE_FIELD[kind]]), out=out,
+                  audit_json=audit, config=dict(config), options=options, where=where)
+    for name, path in [("features", table.features), ("out", table.out),
+                       *((SOURCE_FIELD[kind], p) for p in table.source_paths)]:
+        message = _format_problem(path)
+        if message:
+            problems.add(f"{where} field {name!r}", message)
+    return table
+
+
+def _cross_checks(manifest: Manifest, problems: _Problems, check_inputs: bool) -> None:
+    """Duplicate ids, colliding outputs, outputs that are inputs, cycles, missing inputs."""
+    writers: dict[str, list[str]] = {}
+    for section in manifest.sections:
+        ids: dict[str, int] = {}
+        for table in section.tables:
+            where = table.where
+            if table.id in ids:
+                problems.add(f"{where} field 'id'", f"duplicates the id of table "
+                             f"#{ids[table.id]} in the same section")
+            ids.setdefault(table.id, table.index)
+            for name, path in (("out", table.out), ("audit_json", table.audit_json)):
+                writers.setdefault(manifest.resolve(path), []).append(f"{where} field {name!r}")
+        for name, path in (("report_json", section.report_json),
+                           ("report_md", section.report_md)):
+            writers.setdefault(path, []).append(f"{section.key} {name}")
+    for path, who in writers.items():
+        if len(who) > 1:
+            problems.add(who[1], f"writes the same file as {who[0]}: {path}")
+
+    producer = {manifest.resolve(t.out): t for t in manifest.tables}
+    outputs = set(writers)
+    for table in manifest.tables:
+        where = table.where
+        features = manifest.resolve(table.features)
+        for name, path in [("features", table.features),
+                           *((SOURCE_FIELD[table.kind], p) for p in table.source_paths)]:
+            resolved = manifest.resolve(path)
+            if resolved == manifest.resolve(table.out):
+                problems.add(f"{where} field 'out'", f"is also its own {name} input "
+                             f"{path!r}; writing it would overwrite the input")
+                continue
+            if name != "features" and resolved in outputs:
+                problems.add(f"{where} field {name!r}", f"reads {path!r}, which the batch "
+                             "writes (only features may read another table's out)")
+                continue
+            if name == "features" and resolved in outputs and resolved not in producer:
+                problems.add(f"{where} field 'features'", f"reads {path!r}, which the batch "
+                             "writes but is not a table's out")
+                continue
+            if check_inputs and resolved not in producer and not os.path.isfile(resolved):
+                problems.add(f"{where} field {name!r}",
+                             f"input file not found and no table writes it: {resolved}")
+        if features == manifest.resolve(table.audit_json):
+            problems.add(f"{where} field 'audit_json'", "is its own features input")
+    for loop in _cycles(manifest.tables, producer, manifest):
+        names = " -> ".join(repr(t.id) for t in [*loop, loop[0]])
+        problems.add(f"{loop[0].where} field 'features'",
+                     f"tables read each other's out in a cycle: {names}")

@@ -1,0 +1,348 @@
+"""The MOS-label join: subjective labels onto a feature table, with a coverage gate.
+
+``load_labels`` turns label files into one table of unique keys; ``label_columns``
+computes the new columns for any slice of feature keys (so the streaming path reuses
+it); ``materialize_mos_labels`` reads, checks, joins and publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from materializer import keys as keymod
+from materializer import publish, tableio
+from materializer.errors import DataError, MaterializeError, UsageError
+from materializer.options import MosOptions, compile_regex
+from materializer.provenance import InputHasher, RunContext
+
+MOS_CANDIDATES = ("mos", "mean_mos", "mos_raw_0_100", "raw_mos", "score", "quality")
+RAW_COLUMN = "mos_raw_0_100"
+SOURCE_COLUMN = "mos_label_source"
+# Output column -> label columns it is copied from (first case-insensitive match).
+LABEL_EXTRAS = {
+    "mos_std_dev": ("mos_std_dev", "stddev", "std_dev"),
+    "mos_n_ratings": ("n_ratings", "mos_n_ratings", "rating_count"),
+}
+# Copied only when the feature table lacks them: a feature table's split or corpus
+# (fold assignments) is never replaced by label values.
+FEATURE_OWNED_EXTRAS = ("split", "corpus", "corpus_version")
+SAMPLE_SIZE = 5
+
+
+@dataclass
+class LabelSet:
+    """All label files merged: one row per key, plus what each file looked like."""
+
+    table: pd.DataFrame  # key, mos, mos_raw_0_100, source, extras...
+    files: list[dict[str, Any]] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)
+    types: dict[str, pa.DataType] = field(default_factory=dict)
+
+
+def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
+    """Decide the scale of one label column (never per row)."""
+    if column.lower() == RAW_COLUMN:
+        if requested == "1-5":
+            raise UsageError(f"--mos-scale 1-5 contradicts the column name {column!r}",
+                             file=file, column=column)
+        return "0-100"
+    if requested != "auto":
+        return requested
+    return "0-100" if bool((values > 5).any()) else "1-5"
+
+
+def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
+    """MOS values as floats; a non-numeric, missing or infinite value is an error."""
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        raise DataError("MOS values must be numbers, not booleans", file=file, column=column)
+    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
+    bad = keys.notna() & ~np.isfinite(numbers.to_numpy())
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        value = raw.iloc[first]
+        raise DataError(f"MOS value {value!r} is not a finite number", file=file,
+                        column=column, key=str(keys.iloc[first]))
+    return numbers
+
+
+def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tuple[pd.DataFrame,
+                                                                                  dict[str, Any]]:
+    path = run.resolve(written)
+    columns = tableio.read_columns(path, written)
+    key_column = keymod.resolve_column(columns, options.label_key_column,
+                                       keymod.MOS_KEY_CANDIDATES, "--label-key-column", written)
+    mos_column = keymod.resolve_column(columns, options.label_mos_column, MOS_CANDIDATES,
+                                       "--label-mos-column", written)
+    frame = tableio.read_table(path, written, text_columns=[key_column]).to_pandas()
+    regex = compile_regex(options.label_key_regex, "--label-key-regex")
+    label_keys = keymod.normalize(frame[key_column], key_column, options.key_normalize, regex)
+    values = _numeric_labels(frame, mos_column, label_keys, written)
+    keyed = label_keys.notna().to_numpy()
+    scale = _scale_of(mos_column, values[keyed], options.mos_scale, written)
+    low, high = (0.0, 100.0) if scale == "0-100" else (1.0, 5.0)
+    off = keyed & ((values < low) | (values > high)).to_numpy()
+    if off.any():
+        first = int(np.flatnonzero(off)[0])
+        raise DataError(f"MOS value {values.iloc[first]!r} is outside the {scale} scale",
+                        file=written, column=mos_column, key=str(label_keys.iloc[first]))
+    if scale == "0-100":
+        mos, raw = 1.0 + 4.0 * values / 100.0, values
+    else:
+        mos, raw = values, (values - 1.0) * 25.0
+    labels = pd.DataFrame({"key": label_keys, "mos": mos, RAW_COLUMN: raw, "source": written})
+    for target, candidates in LABEL_EXTRAS.items():
+        found = keymod.find_column(columns, candidates)
+        if found is not None:
+            labels[target] = pd.to_numeric(frame[found], errors="coerce")
+    for name in FEATURE_OWNED_EXTRAS:
+        found = keymod.find_column(columns, (name,))
+        if found is not None:
+            labels[name] = frame[found]
+    described = {
+        "key_column": key_column,
+        "keyed_rows": int(keyed.sum()),
+        "mos_column": mos_column,
+        "rows": len(frame),
+        "scale": scale,
+        "source": written,
+    }
+    return labels[keyed], described
+
+
+def load_labels(label_paths: Sequence[str], options: MosOptions, run: RunContext) -> LabelSet:
+    """Read every label file in order; identical duplicates collapse, conflicts fail."""
+    frames, files = [], []
+    for written in label_paths:
+        frame, described = _read_label_file(written, options, run)
+        frames.append(frame)
+        files.append(described)
+    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if merged.empty:
+        raise DataError("no MOS labels loaded from " + ", ".join(label_paths),
+                        file=label_paths[0] if label_paths else None)
+    distinct = merged.drop_duplicates(subset=["key", "mos"])
+    conflicts = distinct["key"].duplicated(keep=False)
+    if conflicts.any():
+        key = distinct.loc[conflicts, "key"].iloc[0]
+        first, second = distinct[distinct["key"] == key].iloc[:2].itertuples()
+        raise DataError(
+            f"conflicting MOS labels: {first.mos!r} in {first.source} vs {second.mos!r} in "
+            f"{second.source}", file=second.source, key=str(key))
+    table = distinct.drop_duplicates(subset=["key"]).reset_index(drop=True)
+    extras = [c for c in table.columns if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
+    types = {c: pa.array(table[c], from_pandas=True).type for c in ["mos", RAW_COLUMN, *extras]}
+    return LabelSet(table=table, files=files, extras=extras, types=types)
+
+
+def target_columns(labels: LabelSet, status_column: str, feature_columns: Sequence[str]) \
+        -> list[str]:
+    """The columns this join writes (feature-owned extras only where features lack them)."""
+    names = ["mos", RAW_COLUMN, status_column, SOURCE_COLUMN]
+    for extra in labels.extras:
+        if extra in LABEL_EXTRAS or extra not in feature_columns:
+            names.append(extra)
+    return names
+
+
+def check_overwrite(feature_columns: Sequence[str], targets: Sequence[str], overwrite: bool,
+                    file: str) -> None:
+    existing = [c for c in targets if c in feature_columns]
+    if existing and not overwrite:
+        raise DataError(f"refusing to overwrite existing columns {', '.join(existing)}; "
+                        "pass --overwrite", file=file, column=existing[0])
+
+
+def label_columns(feature_keys: pd.Series, labels: LabelSet, targets: Sequence[str],
+                  status_column: str) -> dict[str, pa.Array]:
+    """The new columns for a slice of normalised feature keys, as Arrow arrays."""
+    table = labels.table
+    index = pd.Index(table["key"])
+    positions = index.get_indexer(feature_keys.where(feature_keys.notna(), None))
+    positions[feature_keys.isna().to_numpy()] = -1
+    matched = positions >= 0
+    take = np.where(matched, positions, 0)
+    missing = ~matched
+
+    def pick(column: str) -> pa.Array:
+        values = table[column].to_numpy()[take]
+        return pa.array(values, mask=missing, from_pandas=True, type=labels.types[column])
+
+    columns: dict[str, pa.Array] = {
+        "mos": pick("mos"),
+        RAW_COLUMN: pick(RAW_COLUMN),
+        status_column: pa.array(np.where(matched, "ok", "missing-label")),
+        SOURCE_COLUMN: pa.array(np.where(matched, table["source"].to_numpy(object)[take], "")),
+    }
+    for extra in labels.extras:
+        if extra in targets:
+            columns[extra] = pick(extra)
+    return columns
+
+
+def attach(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
+    """Replace existing columns in place, append new ones at the end."""
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        if index >= 0:
+            table = table.set_column(index, name, values)
+        else:
+            table = table.append_column(name, values)
+    return table
+
+
+@dataclass
+class Coverage:
+    """How well the feature keys are covered by labels."""
+
+    total_keys: int
+    matched_keys: int
+    unkeyed_rows: int
+    matched_rows: int
+    input_rows: int
+    unmatched_feature_keys: list[str]
+
+    @property
+    def denominator(self) -> int:
+        return self.total_keys + self.unkeyed_rows
+
+    @property
+    def rate(self) -> float:
+        return self.matched_keys / self.denominator if self.denominator else 0.0
+
+
+def coverage(feature_keys: pd.Series, labels: LabelSet) -> Coverage:
+    """Unique-key coverage; each row without a key counts as one more unmatched key."""
+    keyed = feature_keys.dropna()
+    unique = pd.unique(keyed.to_numpy(object))
+    known = pd.Index(labels.table["key"])
+    in_labels = known.get_indexer(unique) >= 0
+    row_matched = known.get_indexer(keyed.to_numpy(object)) >= 0
+    return Coverage(
+        total_keys=len(unique),
+        matched_keys=int(in_labels.sum()),
+        unkeyed_rows=int(feature_keys.isna().sum()),
+        matched_rows=int(row_matched.sum()),
+        input_rows=len(feature_keys),
+        unmatched_feature_keys=[str(k) for k in unique[~in_labels][:SAMPLE_SIZE]],
+    )
+
+
+def gate(cov: Coverage, min_rate: float, file: str) -> None:
+    """Refuse a join whose coverage is below the minimum, before anything is written."""
+    if cov.rate < min_rate:
+        raise DataError(
+            f"MOS label match rate {cov.rate:.3f} below --min-match-rate {min_rate:.3f} "
+            f"({cov.matched_keys}/{cov.denominator} keys; {cov.unkeyed_rows} rows without "
+            f"a key; unmatched e.g. {cov.unmatched_feature_keys[:3]})", file=file)
+
+
+def unmatched_label_keys(labels: LabelSet, feature_keys: pd.Series) -> list[str]:
+    present = pd.Index(pd.unique(feature_keys.dropna().to_numpy(object)))
+    missing = present.get_indexer(labels.table["key"].to_numpy(object)) < 0
+    return [str(k) for k in labels.table["key"][missing].iloc[:SAMPLE_SIZE]]
+
+
+def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
+                feature_key_column: str, cov: Coverage, label_sources: Sequence[str],
+                output_rows: int, unmatched_labels: list[str],
+                kept_feature_columns: list[str]) -> dict[str, Any]:
+    """The audit fields of the older script, plus what helps fix a low match rate."""
+    return {
+        "feature_key_column": feature_key_column,
+        "feature_key_regex": options.feature_key_regex or "",
+        "feature_table": features,
+        "input_rows": cov.input_rows,
+        "key_normalize": options.key_normalize,
+        "kept_feature_columns": kept_feature_columns,
+        "label_files": labels.files,
+        "label_key_column": labels.files[0]["key_column"],
+        "label_key_regex": options.label_key_regex or "",
+        "label_mos_column": labels.files[0]["mos_column"],
+        "label_sources": list(label_sources),
+        "labels_loaded": len(labels.table),
+        "match_rate": cov.rate,
+        "matched_feature_keys": cov.matched_keys,
+        "matched_rows": cov.matched_rows,
+        "min_match_rate": float(options.min_match_rate),
+        "missing_rows": cov.input_rows - cov.matched_rows,
+        "mos_scale": options.mos_scale,
+        "output": out,
+        "output_rows": output_rows,
+        "status_column": options.status_column,
+        "total_feature_keys": cov.total_keys,
+        "unkeyed_rows": cov.unkeyed_rows,
+        "unmatched_feature_keys": cov.unmatched_feature_keys,
+        "unmatched_label_keys": unmatched_labels,
+    }
+
+
+def materialize_mos_labels(
+    features: str,
+    labels: Sequence[str],
+    out: str,
+    *,
+    audit_json: str | None = None,
+    options: MosOptions | None = None,
+    run: RunContext | None = None,
+) -> dict[str, Any]:
+    """Join MOS labels onto ``features`` and write ``out`` (and ``audit_json``).
+
+    Paths are as written and resolve against ``run.base_dir``. Returns the audit.
+    """
+    options = options or MosOptions()
+    run = run or RunContext("materialize-mos-labels")
+    try:
+        return _materialize(features, list(labels), out, audit_json, options, run)
+    except MaterializeError as exc:
+        if run.table_id:
+            exc.with_table(run.table_id)
+        raise
+
+
+def _materialize(features: str, labels: list[str], out: str, audit_json: str | None,
+                 options: MosOptions, run: RunContext) -> dict[str, Any]:
+    if not labels:
+        raise UsageError("at least one --labels file is required")
+    tableio.table_format(out)
+    tableio.table_format(features)
+    for written in labels:
+        tableio.table_format(written)
+    feature_regex = compile_regex(options.feature_key_regex, "--feature-key-regex")
+    publish.check_not_an_input(run, [out, audit_json], [features, *labels])
+    hasher = InputHasher([features, *labels], run.base_dir)
+    try:
+        feature_path = run.resolve(features)
+        columns = tableio.read_columns(feature_path, features)
+        key_column = keymod.resolve_column(columns, options.feature_key_column,
+                                           keymod.MOS_KEY_CANDIDATES, "--feature-key-column",
+                                           features)
+        label_set = load_labels(labels, options, run)
+        targets = target_columns(label_set, options.status_column, columns)
+        check_overwrite(columns, targets, options.overwrite, features)
+        from materializer import streaming
+
+        if streaming.should_stream(feature_path, features, out):
+            return streaming.materialize_streaming(
+                features, labels, out, audit_json, options, run, hasher, key_column,
+                feature_regex, label_set, targets)
+        table = tableio.read_table(feature_path, features, text_columns=[key_column])
+        feature_keys = keymod.normalize(table.column(key_column), key_column,
+                                        options.key_normalize, feature_regex)
+        cov = coverage(feature_keys, label_set)
+        gate(cov, options.min_match_rate, features)
+        joined = attach(table, label_columns(feature_keys, label_set, targets,
+                                             options.status_column))
+        kept = [c for c in FEATURE_OWNED_EXTRAS if c in label_set.extras and c not in targets]
+        audit = build_audit(features, out, options, label_set, key_column, cov, labels,
+                            joined.num_rows, unmatched_label_keys(label_set, feature_keys), kept)
+        return publish.publish(joined, out, audit_json, audit, run, hasher,
+                               {"features": features, "labels": labels})
+    finally:
+        hasher.close()

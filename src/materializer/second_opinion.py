@@ -1,0 +1,336 @@
+"""The second-opinion join: external no-reference scorer outputs as namespaced columns.
+
+Score sidecars (JSONL, JSON rows or one wrapper object, CSV, parquet) become one record
+table (competitor, key, score, status, runtime, frames, source); fields are looked up
+column-wide in the row, then in ``summary``, then over ``frames[]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from materializer import keys as keymod
+from materializer import publish, tableio
+from materializer.errors import DataError, MaterializeError, UsageError
+from materializer.mos import attach
+from materializer.options import ScoreSpec, SecondOpinionOptions
+from materializer.provenance import InputHasher, RunContext
+
+SCORE_CANDIDATES = ("score", "mos", "predicted_mos", "predicted_vmaf_or_mos", "quality", "vmaf")
+RUNTIME_CANDIDATES = ("runtime_ms", "runtime_total_ms", "elapsed_ms")
+OK_STATUSES = ("", "ok", "pass", "success")
+SUFFIXES = ("score", "status", "runtime_ms", "frames", "source")
+SAMPLE_SIZE = 5
+
+
+def slug(name: str) -> str:
+    """Lower-case, every run outside ``[a-z0-9]`` turned into ``_``, trimmed."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _rows_frame(spec: ScoreSpec, run: RunContext) -> pd.DataFrame:
+    """The sidecar's rows as a frame (nested ``summary``/``frames`` stay objects)."""
+    path = run.resolve(spec.path)
+    fmt = tableio.table_format(spec.path)
+    if fmt in ("parquet", "csv"):
+        return tableio.read_table(path, spec.path).to_pandas()
+    if fmt == "jsonl":
+        with tableio._reading(path, spec.path):
+            return tableio._read_jsonl(path, spec.path)
+    payload = tableio.load_json(path, spec.path)
+    if isinstance(payload, dict):
+        rows = payload.get("rows") or payload.get("results")
+        payload = rows if isinstance(rows, list) else [payload]
+    if not isinstance(payload, list):
+        raise DataError("score JSON must be a list of rows, {\"rows\": [...]}, "
+                        "{\"results\": [...]} or one row object", file=spec.path)
+    bad = [i for i, row in enumerate(payload) if not isinstance(row, dict)]
+    if bad:
+        raise DataError(f"rows[{bad[0]}] must be a JSON object", file=spec.path)
+    return pd.DataFrame.from_records(payload) if payload else pd.DataFrame()
+
+
+def _nested(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The object-valued column ``name`` (e.g. ``summary``) as its own frame."""
+    column = keymod.find_column(list(frame.columns), (name,))
+    if column is None:
+        return pd.DataFrame(index=frame.index)
+    values = [v if isinstance(v, dict) else {} for v in frame[column].tolist()]
+    return pd.DataFrame.from_records(values, index=frame.index) if values else \
+        pd.DataFrame(index=frame.index)
+
+
+def _first(frames: Sequence[pd.DataFrame], candidates: Sequence[str], exact: bool = False) \
+        -> tuple[pd.Series, pd.Series]:
+    """Column-wide: the first non-null candidate value per row, and the field it came from."""
+    index = frames[0].index
+    values = pd.Series([None] * len(index), index=index, dtype=object)
+    fields = pd.Series([None] * len(index), index=index, dtype=object)
+    for frame in frames:
+        for candidate in candidates:
+            column = candidate if exact else keymod.find_column(list(frame.columns),
+                                                                (candidate,))
+            if column is None or column not in frame.columns:
+                continue
+            take = values.isna() & frame[column].notna()
+            values = values.where(~take, frame[column].astype(object))
+            fields = fields.where(~take, column)
+    return values, fields
+
+
+def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str) -> pd.Series:
+    """Present values as floats; a present value that is not a finite number fails."""
+    present = values.notna()
+    is_bool = values.map(lambda v: isinstance(v, bool), na_action="ignore").fillna(False)
+    numbers = pd.to_numeric(values.where(~is_bool.astype(bool), "bool"), errors="coerce")
+    bad = present & ~np.isfinite(numbers.astype("float64"))
+    if bad.any():
+        row = bad.to_numpy().nonzero()[0][0]
+        raise DataError(f"{what} {values.iloc[row]!r} is not a finite number", file=file,
+                        key=None if pd.isna(keys.iloc[row]) else str(keys.iloc[row]))
+    return numbers.astype("float64")
+
+
+def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOptions,
+                  file: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Mean score, frame count and summed runtime over each row's ``frames[]``."""
+    empty = pd.Series(np.nan, index=frame.index)
+    column = keymod.find_column(list(frame.columns), ("frames",))
+    if column is None:
+        return empty, pd.Series(0, index=frame.index), empty
+    lists = frame[column].where(frame[column].map(lambda v: isinstance(v, list)), None)
+    exploded = lists.explode().dropna()
+    if exploded.empty:
+        return empty, pd.Series(0, index=frame.index), empty
+    not_object = ~exploded.map(lambda v: isinstance(v, dict))
+    if not_object.any():
+        raise DataError("frames[] entries must be JSON objects", file=file,
+                        key=str(keys.loc[not_object.index[not_object.to_numpy()][0]]))
+    per_frame = pd.DataFrame.from_records(exploded.tolist())
+    per_frame.index = exploded.index
+    candidates = (options.score_field,) if options.score_field else SCORE_CANDIDATES
+    score, _ = _first([per_frame], candidates, exact=bool(options.score_field))
+    if score.isna().any():
+        row = score.index[score.isna().to_numpy()][0]
+        raise DataError("a frames[] entry has no score field", file=file, key=str(keys.loc[row]))
+    score = _numbers(score, keys.reindex(score.index), file, "frame score")
+    runtime, _ = _first([per_frame], RUNTIME_CANDIDATES)
+    runtime = _numbers(runtime, keys.reindex(runtime.index), file, "frame runtime")
+    grouped = score.groupby(level=0)
+    return (grouped.mean().reindex(frame.index), grouped.count().reindex(frame.index)
+            .fillna(0).astype("int64"), runtime.groupby(level=0).sum(min_count=1)
+            .reindex(frame.index))
+
+
+def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext) \
+        -> tuple[pd.DataFrame, int]:
+    """One sidecar as records; returns them and the number of rows without a key."""
+    frame = _rows_frame(spec, run).reset_index(drop=True)
+    if frame.empty:
+        raise DataError("no score rows", file=spec.path)
+    summary = _nested(frame, "summary")
+    levels = [frame, summary]
+    if options.score_key_field:
+        if not any(options.score_key_field in level.columns for level in levels):
+            raise UsageError(f"--score-key-field {options.score_key_field!r} is not present",
+                             file=spec.path, column=options.score_key_field)
+        key_fields: Sequence[str] = (options.score_key_field,)
+    else:
+        key_fields = keymod.SCORE_KEY_CANDIDATES
+    keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    for level in levels:
+        for candidate in key_fields:
+            column = candidate if options.score_key_field else \
+                keymod.find_column(list(level.columns), (candidate,))
+            if column is None or column not in level.columns:
+                continue
+            normalised = keymod.normalize(level[column], column, options.key_normalize, None)
+            keys = keys.where(keys.notna(), normalised)
+    if keys.isna().all():
+        raise DataError("score rows have no key field; pass --score-key-field", file=spec.path)
+
+    competitor, _ = _first(levels, ("competitor",))
+    competitor = competitor.map(lambda v: str(v).strip() or None, na_action="ignore")
+    if spec.label:
+        competitor = competitor.fillna(spec.label)
+    if competitor.isna().any():
+        raise DataError("score row has no competitor field; use LABEL=path for --scores",
+                        file=spec.path, key=str(keys[competitor.isna()].iloc[0]))
+
+    candidates = (options.score_field,) if options.score_field else SCORE_CANDIDATES
+    score, _ = _first(levels, candidates, exact=bool(options.score_field))
+    score = _numbers(score, keys, spec.path, "score")
+    frame_mean, frame_count, frame_runtime = _frame_scores(frame, keys, options, spec.path)
+    from_frames = score.isna() & frame_mean.notna()
+    score = score.where(~from_frames, frame_mean)
+    frames = frame_count.where(from_frames, 0).astype("int64")
+    runtime, _ = _first(levels, RUNTIME_CANDIDATES)
+    runtime = _numbers(runtime, keys, spec.path, "runtime").fillna(frame_runtime)
+
+    status_raw, _ = _first(levels, ("status",))
+    status_text = status_raw.map(lambda v: str(v).strip().lower(), na_action="ignore").fillna("")
+    status = pd.Series(np.where(status_text.isin(OK_STATUSES), "ok", "bad"), index=frame.index)
+    unusable = score.isna() & (status == "ok")
+    if unusable.any():
+        raise DataError("score row has neither a score field nor non-empty frames[]",
+                        file=spec.path, key=str(keys[unusable].iloc[0]))
+    records = pd.DataFrame({
+        "competitor": competitor, "key": keys, "score": score, "status": status,
+        "runtime_ms": runtime, "frames": frames, "source": spec.path,
+    })
+    keyed = records["key"].notna()
+    return records[keyed], int((~keyed).sum())
+
+
+def _check_duplicates(records: pd.DataFrame) -> None:
+    duplicated = records.duplicated(["competitor", "key"], keep="first")
+    if duplicated.any():
+        row = records[duplicated].iloc[0]
+        raise DataError(f"duplicate score for competitor {row.competitor!r}", file=row.source,
+                        key=str(row.key))
+
+
+def _column_bases(competitors: Sequence[str], prefix: str) -> dict[str, str]:
+    """Competitor -> column base; two names with one slug are an error naming both."""
+    bases: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for name in competitors:
+        name_slug = slug(name)
+        if not name_slug:
+            raise UsageError(f"cannot derive a column name from competitor {name!r}")
+        if name_slug in owner:
+            raise UsageError(f"competitors {owner[name_slug]!r} and {name!r} map to the same "
+                             f"columns {prefix}_{name_slug}_*; rename one")
+        owner[name_slug] = name
+        bases[name] = f"{prefix}_{name_slug}"
+    return bases
+
+
+def materialize_second_opinion(
+    features: str,
+    scores: Sequence[str],
+    out: str,
+    *,
+    audit_json: str | None = None,
+    options: SecondOpinionOptions | None = None,
+    run: RunContext | None = None,
+) -> dict[str, Any]:
+    """Join second-opinion scores onto ``features`` and write ``out`` (and the audit).
+
+    Paths are as written and resolve against ``run.base_dir``. Returns the audit.
+    """
+    options = options or SecondOpinionOptions()
+    run = run or RunContext("materialize-second-opinion-features")
+    try:
+        return _materialize(features, [ScoreSpec.parse(s) for s in scores], out, audit_json,
+                            options, run)
+    except MaterializeError as exc:
+        if run.table_id:
+            exc.with_table(run.table_id)
+        raise
+
+
+def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: str | None,
+                 options: SecondOpinionOptions, run: RunContext) -> dict[str, Any]:
+    if not specs:
+        raise UsageError("at least one --scores file is required")
+    for written in (out, features, *(s.path for s in specs)):
+        tableio.table_format(written)
+    score_paths = [s.path for s in specs]
+    publish.check_not_an_input(run, [out, audit_json], [features, *score_paths])
+    hasher = InputHasher([features, *score_paths], run.base_dir)
+    try:
+        feature_path = run.resolve(features)
+        columns = tableio.read_columns(feature_path, features)
+        key_column = keymod.resolve_column(columns, options.key_column,
+                                           keymod.SCORE_KEY_CANDIDATES, "--key-column", features)
+        loaded = [load_scores(spec, options, run) for spec in specs]
+        records = pd.concat([r for r, _ in loaded], ignore_index=True)
+        if records.empty:
+            raise DataError("no scores loaded", file=specs[0].path)
+        _check_duplicates(records)
+        names = sorted(records["competitor"].unique())
+        bases = _column_bases(names, options.prefix)
+        planned = [f"{bases[n]}_{s}" for n in names for s in SUFFIXES]
+        existing = [c for c in planned if c in columns]
+        if existing and not options.overwrite:
+            raise DataError(f"refusing to overwrite existing second-opinion columns "
+                            f"{', '.join(existing)}; pass --overwrite", file=features,
+                            column=existing[0])
+        table = tableio.read_table(feature_path, features, text_columns=[key_column])
+        feature_keys = keymod.normalize(table.column(key_column), key_column,
+                                        options.key_normalize, None)
+        new_columns, stats, missing_any = _join(records, names, bases, feature_keys)
+        table = attach(table, new_columns)
+        if options.missing_policy == "fail" and missing_any.any():
+            counts = ", ".join(f"{n}={stats[n]['missing_rows']}" for n in names
+                               if stats[n]["missing_rows"])
+            raise DataError(f"missing second-opinion scores: {counts}", file=features)
+        if options.missing_policy == "drop":
+            table = table.filter(pa.array(~missing_any))
+        audit = {
+            "competitors": stats,
+            "feature_table": features,
+            "input_rows": len(feature_keys),
+            "key_column": key_column,
+            "key_normalize": options.key_normalize,
+            "missing_policy": options.missing_policy,
+            "output": out,
+            "output_rows": table.num_rows,
+            "prefix": options.prefix,
+            "score_sources": [str(s) for s in specs],
+            "unkeyed_feature_rows": int(feature_keys.isna().sum()),
+            "unkeyed_score_rows": sum(n for _, n in loaded),
+            "unmatched_scores": sum(s["unmatched_scores"] for s in stats.values()),
+        }
+        return publish.publish(table, out, audit_json, audit, run, hasher,
+                               {"features": features, "scores": score_paths})
+    finally:
+        hasher.close()
+
+
+def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
+          feature_keys: pd.Series) -> tuple[dict[str, pa.Array], dict[str, Any], np.ndarray]:
+    """Columns and counts per competitor; also which feature rows miss any competitor."""
+    columns: dict[str, pa.Array] = {}
+    stats: dict[str, Any] = {}
+    missing_any = np.zeros(len(feature_keys), dtype=bool)
+    feature_index = pd.Index(pd.unique(feature_keys.dropna().to_numpy(object)))
+    lookup_keys = feature_keys.where(feature_keys.notna(), None)
+    for name in names:
+        mine = records[records["competitor"] == name].reset_index(drop=True)
+        positions = pd.Index(mine["key"]).get_indexer(lookup_keys)
+        positions[feature_keys.isna().to_numpy()] = -1
+        found = positions >= 0
+        take = np.where(found, positions, 0)
+        lost = ~found
+        status = np.where(found, mine["status"].to_numpy(object)[take], "missing")
+        base = bases[name]
+        columns[f"{base}_score"] = pa.array(mine["score"].to_numpy()[take], mask=lost,
+                                            type=pa.float64(), from_pandas=True)
+        columns[f"{base}_status"] = pa.array(status, type=pa.string())
+        columns[f"{base}_runtime_ms"] = pa.array(mine["runtime_ms"].to_numpy()[take],
+                                                 mask=lost, type=pa.float64(), from_pandas=True)
+        columns[f"{base}_frames"] = pa.array(np.where(found, mine["frames"].to_numpy()[take], 0),
+                                             type=pa.int64())
+        columns[f"{base}_source"] = pa.array(
+            np.where(found, mine["source"].to_numpy(object)[take], ""), type=pa.string())
+        unmatched = feature_index.get_indexer(mine["key"].to_numpy(object)) < 0
+        missing_any |= lost
+        stats[name] = {
+            "bad_rows": int((status == "bad").sum()),
+            "column_prefix": base,
+            "competitor": name,
+            "matched_rows": int((status == "ok").sum()),
+            "missing_rows": int(lost.sum()),
+            "scores_loaded": len(mine),
+            "unmatched_score_keys": [str(k) for k in mine["key"][unmatched].iloc[:SAMPLE_SIZE]],
+            "unmatched_scores": int(unmatched.sum()),
+        }
+    return columns, stats, missing_any

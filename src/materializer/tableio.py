@@ -1,0 +1,250 @@
+"""Reading and writing tables: parquet, CSV, JSONL/NDJSON and JSON, chosen by extension.
+
+Tables travel as ``pyarrow.Table`` so that parquet inputs keep their exact schema (list
+columns, nullable integers, metadata); CSV and JSON go through pandas without date or
+dtype guessing on strings. Writes are atomic: a temporary file in the target folder,
+renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from materializer.errors import DataError, UsageError
+
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+}
+SUPPORTED = "parquet, pq, csv, jsonl, ndjson or json"
+
+
+def table_format(path: str | os.PathLike[str]) -> str:
+    """The format of a table path by its extension; refuses unknown ones before any read."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UsageError(f"unsupported table format {suffix or '(none)'!r}; use {SUPPORTED}",
+                         file=os.fspath(path))
+    return FORMATS[suffix]
+
+
+@contextlib.contextmanager
+def _reading(path: Path, written: str) -> Iterator[None]:
+    """Turn the ways a file can be unreadable into one-line data errors naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError("file not found", file=written) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a table", file=written) from None
+    except PermissionError:
+        raise DataError("permission denied", file=written) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"not valid UTF-8 text (byte {exc.start})", file=written) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("file is empty", file=written) from None
+    except (pd.errors.ParserError, pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise DataError(f"cannot read table: {_first_line(exc)}", file=written) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def read_columns(path: Path, written: str) -> list[str]:
+    """Column names without reading the data (JSON tables are small and read whole)."""
+    fmt = table_format(written)
+    with _reading(path, written):
+        if fmt == "parquet":
+            return list(pq.read_schema(path).names)
+        if fmt == "csv":
+            return list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
+    return list(read_table(path, written).column_names)
+
+
+def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa.Table:
+    """Read a whole table; ``text_columns`` are kept exactly as written (CSV keys)."""
+    fmt = table_format(written)
+    with _reading(path, written):
+        if fmt == "parquet":
+            return pq.read_table(path)
+        if fmt == "csv":
+            frame = pd.read_csv(path, encoding="utf-8-sig",
+                                dtype={c: "string" for c in text_columns})
+        elif fmt == "jsonl":
+            frame = _read_jsonl(path, written)
+        else:
+            frame = _frame_from_rows(_json_rows(path, written), written)
+    if frame.columns.duplicated().any():
+        raise DataError("duplicate column names", file=written)
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"mixed value types in a column: {_first_line(exc)}", file=written) \
+            from None
+
+
+def _read_jsonl(path: Path, written: str) -> pd.DataFrame:
+    if path.stat().st_size == 0:
+        raise DataError("file is empty", file=written)
+    try:
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+    except ValueError:
+        pass
+    # Only on the error path: find the first line that does not parse, to name it.
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"line {number} is not valid JSON ({exc.msg})",
+                                file=written) from None
+            if not isinstance(row, dict):
+                raise DataError(f"line {number} is not a JSON object", file=written)
+    raise DataError("cannot read JSON lines", file=written)
+
+
+def load_json(path: Path, written: str) -> Any:
+    """Parse a JSON document (UTF-8, with or without BOM), naming the file on failure."""
+    with _reading(path, written):
+        text = path.read_bytes().decode("utf-8-sig")
+    if not text.strip():
+        raise DataError("file is empty", file=written)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON: {exc.msg} at line {exc.lineno}", file=written) \
+            from None
+
+
+def _json_rows(path: Path, written: str) -> list[Any]:
+    payload = load_json(path, written)
+    if isinstance(payload, dict) and isinstance(payload.get("rows"), list):
+        return payload["rows"]
+    if isinstance(payload, list):
+        return payload
+    raise DataError("JSON table must be a list of rows or a {\"rows\": [...]} object",
+                    file=written)
+
+
+def _frame_from_rows(rows: list[Any], written: str) -> pd.DataFrame:
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError("every JSON row must be an object", file=written)
+    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+
+
+# --- writing -------------------------------------------------------------------------
+
+
+def _json_ready(table: pa.Table) -> pa.Table:
+    """Floating NaN becomes null so that JSON output stays valid JSON."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_floating(field.type):
+            column = table.column(index)
+            nan = pc.fill_null(pc.is_nan(column), False)
+            if pc.any(nan).as_py():
+                table = table.set_column(index, field, pc.if_else(nan, None, column))
+    return table
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _rows_json(table: pa.Table) -> list[dict[str, Any]]:
+    ordered = table.select(sorted(table.column_names))
+    return _json_ready(ordered).to_pylist()
+
+
+def _write_jsonl(table: pa.Table, handle: io.TextIOBase) -> None:
+    encode = json.JSONEncoder(sort_keys=True, default=_json_default, allow_nan=False).encode
+    for start in range(0, table.num_rows, 65536):
+        rows = _rows_json(table.slice(start, 65536))
+        handle.write("".join(encode(row) + "\n" for row in rows))
+
+
+def _write_json(table: pa.Table, handle: io.TextIOBase) -> None:
+    json.dump({"rows": _rows_json(table)}, handle, indent=2, sort_keys=True,
+              default=_json_default, allow_nan=False)
+    handle.write("\n")
+
+
+def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
+    """Write ``table`` to ``target`` in ``fmt`` (no atomicity: see ``atomic_output``)."""
+    if fmt == "parquet":
+        pq.write_table(table, target)
+    elif fmt == "csv":
+        table.to_pandas().to_csv(target, index=False, lineterminator="\n")
+    else:
+        with open(target, "w", encoding="utf-8", newline="\n") as handle:
+            (_write_jsonl if fmt == "jsonl" else _write_json)(table, handle)
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path, written: str) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; the caller renames it with ``commit``.
+
+    The temporary file is removed on any failure, so nothing partial is left behind.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+        os.close(handle)
+    except OSError as exc:
+        raise DataError(f"cannot create output: {exc.strerror or exc}", file=written) from None
+    temp = Path(name)
+    try:
+        yield temp
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise DataError(f"cannot write output: {exc.strerror or exc}", file=written) from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_document(payload: Any, target: Path) -> None:
+    """Write sorted, indented JSON with a trailing newline (audits and reports)."""
+    with open(target, "w", encoding="utf-8", newline="\n") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
+        handle.write("\n")
+
+
+def commit_outputs(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Rename finished temporary files into place, in order."""
+    for temp, target in pairs:
+        os.replace(temp, target)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a finished file to disk before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
