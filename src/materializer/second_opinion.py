@@ -41,8 +41,8 @@ def _rows_frame(spec: ScoreSpec, run: RunContext) -> pd.DataFrame:
     if fmt in ("parquet", "csv"):
         return tableio.read_table(path, spec.path).to_pandas()
     if fmt == "jsonl":
-        with tableio._reading(path, spec.path):
-            return tableio._read_jsonl(path, spec.path)
+        with tableio.reading(path, spec.path):
+            return tableio.read_jsonl(path, spec.path)
     payload = tableio.load_json(path, spec.path)
     if isinstance(payload, dict):
         rows = payload.get("rows") or payload.get("results")

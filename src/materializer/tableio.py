@@ -45,7 +45,7 @@ def table_format(path: str | os.PathLike[str]) -> str:
 
 
 @contextlib.contextmanager
-def _reading(path: Path, written: str) -> Iterator[None]:
+def reading(path: Path, written: str) -> Iterator[None]:
     """Turn the ways a file can be unreadable into one-line data errors naming it."""
     try:
         yield
@@ -71,7 +71,7 @@ def _first_line(exc: BaseException) -> str:
 def read_columns(path: Path, written: str) -> list[str]:
     """Column names without reading the data (JSON tables are small and read whole)."""
     fmt = table_format(written)
-    with _reading(path, written):
+    with reading(path, written):
         if fmt == "parquet":
             return list(pq.read_schema(path).names)
         if fmt == "csv":
@@ -82,14 +82,14 @@ def read_columns(path: Path, written: str) -> list[str]:
 def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa.Table:
     """Read a whole table; ``text_columns`` are kept exactly as written (CSV keys)."""
     fmt = table_format(written)
-    with _reading(path, written):
+    with reading(path, written):
         if fmt == "parquet":
             return pq.read_table(path)
         if fmt == "csv":
             frame = pd.read_csv(path, encoding="utf-8-sig",
                                 dtype={c: "string" for c in text_columns})
         elif fmt == "jsonl":
-            frame = _read_jsonl(path, written)
+            frame = read_jsonl(path, written)
         else:
             frame = _frame_from_rows(_json_rows(path, written), written)
     if frame.columns.duplicated().any():
@@ -101,7 +101,7 @@ def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa
             from None
 
 
-def _read_jsonl(path: Path, written: str) -> pd.DataFrame:
+def read_jsonl(path: Path, written: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError("file is empty", file=written)
     try:
@@ -125,7 +125,7 @@ def _read_jsonl(path: Path, written: str) -> pd.DataFrame:
 
 def load_json(path: Path, written: str) -> Any:
     """Parse a JSON document (UTF-8, with or without BOM), naming the file on failure."""
-    with _reading(path, written):
+    with reading(path, written):
         text = path.read_bytes().decode("utf-8-sig")
     if not text.strip():
         raise DataError("file is empty", file=written)
