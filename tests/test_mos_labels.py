@@ -316,3 +316,16 @@ def test_inference_runs_per_label_file(tmp_path: Path, mos) -> None:
     files = json.loads((tmp_path / "a.json").read_text())["label_files"]
     assert [f["key_column"] for f in files] == ["video_id", "clip_id"]
     assert not any(math.isnan(v) for v in out["mos_raw_0_100"])
+
+
+def test_integer_columns_with_nulls_stay_integers(tmp_path: Path, mos) -> None:
+    (tmp_path / "f.json").write_text(json.dumps([{"key": "a", "n": 1, "x": 40.0},
+                                                 {"key": "b", "n": None, "x": 1.5}]))
+    (tmp_path / "g.csv").write_text("key,n\na,1\nb,\n")
+    (tmp_path / "l.csv").write_text("key,mos\na,3.0\nb,4.0\n")
+    assert mos("--features", "f.json", "--labels", "l.csv", "--out", "o.parquet").returncode == 0
+    schema = pq.read_schema(tmp_path / "o.parquet")
+    assert schema.field("n").type == pa.int64() and schema.field("x").type == pa.float64()
+    assert mos("--features", "g.csv", "--labels", "l.csv", "--out", "o.csv").returncode == 0
+    assert (tmp_path / "o.csv").read_text().splitlines()[1:] == [
+        "a,1,3.0,62.5,ok,l.csv", "b,,4.0,75.0,ok,l.csv"]

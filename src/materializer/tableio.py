@@ -86,28 +86,32 @@ def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa
         if fmt == "parquet":
             return pq.read_table(path)
         if fmt == "csv":
-            frame = pd.read_csv(path, encoding="utf-8-sig",
+            # Nullable dtypes: an integer column with a blank stays integer, not float.
+            frame = pd.read_csv(path, encoding="utf-8-sig", dtype_backend="numpy_nullable",
                                 dtype={c: "string" for c in text_columns})
         elif fmt == "jsonl":
             frame = read_jsonl(path, written)
         else:
-            frame = _frame_from_rows(_json_rows(path, written), written)
+            frame = frame_from_rows(_json_rows(path, written), written)
     if frame.columns.duplicated().any():
         raise DataError("duplicate column names", file=written)
-    try:
-        return pa.Table.from_pandas(frame, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataError(f"mixed value types in a column: {_first_line(exc)}", file=written) \
-            from None
+    for column in text_columns:
+        if fmt != "csv" and column in frame.columns:  # JSON keys may mix numbers and text
+            frame[column] = frame[column].map(str, na_action="ignore")
+    return _arrow_from_frame(frame, written)
 
 
 def read_jsonl(path: Path, written: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError("file is empty", file=written)
+    text = path.read_bytes().decode("utf-8-sig")
+    lines = [line for line in text.splitlines() if line.strip()]
     try:
-        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
-    except ValueError:
-        pass
+        rows = json.loads("[" + ",".join(lines) + "]")  # one parse for the whole file
+    except json.JSONDecodeError:
+        rows = None
+    if rows is not None and all(isinstance(row, dict) for row in rows):
+        return frame_from_rows(rows, written)
     # Only on the error path: find the first line that does not parse, to name it.
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -146,10 +150,28 @@ def _json_rows(path: Path, written: str) -> list[Any]:
                     file=written)
 
 
-def _frame_from_rows(rows: list[Any], written: str) -> pd.DataFrame:
+def frame_from_rows(rows: list[Any], written: str) -> pd.DataFrame:
+    """JSON rows as a frame of Python objects, so Arrow types each column from its values.
+
+    An integer column with a null stays integer and ``40.0`` stays a float.
+    """
     if not all(isinstance(row, dict) for row in rows):
         raise DataError("every JSON row must be an object", file=written)
-    return pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    return pd.DataFrame(rows, dtype=object) if rows else pd.DataFrame()
+
+
+def _arrow_from_frame(frame: pd.DataFrame, written: str) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    for column in frame.columns:  # name the column that mixes types
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataError(f"mixed value types in a column: {_first_line(exc)}",
+                            file=written, column=str(column)) from None
+    raise DataError("cannot convert the table", file=written)
 
 
 # --- writing -------------------------------------------------------------------------
@@ -197,7 +219,9 @@ def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
     if fmt == "parquet":
         pq.write_table(table, target)
     elif fmt == "csv":
-        table.to_pandas().to_csv(target, index=False, lineterminator="\n")
+        # Arrow-backed columns: nullable integers print as integers, floats round-trip.
+        table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(target, index=False,
+                                                           lineterminator="\n")
     else:
         with open(target, "w", encoding="utf-8", newline="\n") as handle:
             (_write_jsonl if fmt == "jsonl" else _write_json)(table, handle)
