@@ -328,4 +328,4 @@ def test_integer_columns_with_nulls_stay_integers(tmp_path: Path, mos) -> None:
     assert schema.field("n").type == pa.int64() and schema.field("x").type == pa.float64()
     assert mos("--features", "g.csv", "--labels", "l.csv", "--out", "o.csv").returncode == 0
     assert (tmp_path / "o.csv").read_text().splitlines()[1:] == [
-        "a,1,3.0,62.5,ok,l.csv", "b,,4.0,75.0,ok,l.csv"]
+        "a,1,3.0,50.0,ok,l.csv", "b,,4.0,75.0,ok,l.csv"]
