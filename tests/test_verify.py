@@ -287,6 +287,11 @@ def test_runs_as_a_module(batch: Path) -> None:
      "not a batch report (mos-label-materializer-batch-v1, "
      "second-opinion-materializer-batch-v1) or a single-table audit"),
     ('[1, 2]', "or a single-table audit"),
+    ('{"schema": "mos-label-materializer-batch-v1", "run_provenance": '
+     '{"schema": "ai-run-provenance-v1", "base_dir": "/"}}',
+     "mos-label-materializer-batch-v1 report without a tables list"),
+    ('{"run_provenance": {"schema": "ai-run-provenance-v1"}}',
+     "run_provenance has no base_dir; pass --base-dir"),
 ])
 def test_an_unreadable_or_unrecognised_document_is_a_usage_error(
         tmp_path: Path, content: str | None, message: str) -> None:
@@ -329,20 +334,99 @@ def joined(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_audits_of_the_real_commands_verify_clean(joined: Path) -> None:
-    done = run_verify("audits/mos.json", "audits/so.json", cwd=joined)
-    assert done.returncode == 0, done.stderr
-    assert lines(done.stdout) == {
-        "features.csv": "ok", "labels/konvid.csv": "ok", "out/mos.parquet": "ok",
-        "scores/dover.jsonl": "ok", "out/so.csv": "ok"}
-
-
-def test_audits_of_the_real_commands_catch_a_changed_label_and_a_lost_output(
+def test_audits_of_the_real_commands_verify_then_catch_a_changed_label_and_a_lost_output(
         joined: Path) -> None:
+    audits = ["audits/mos.json", "audits/so.json"]
+    done = run_verify(*audits, cwd=joined)
+    assert done.returncode == 0, done.stderr
+    files = {"features.csv": "ok", "labels/konvid.csv": "ok", "out/mos.parquet": "ok",
+             "scores/dover.jsonl": "ok", "out/so.csv": "ok"}
+    assert lines(done.stdout) == files
     flip_byte(joined / "labels/konvid.csv", offset=20)
     (joined / "out/so.csv").unlink()
-    done = run_verify("audits/mos.json", "audits/so.json", cwd=joined)
+    done = run_verify(*audits, cwd=joined)
     assert done.returncode == 1
-    assert lines(done.stdout) == {
-        "features.csv": "ok", "labels/konvid.csv": "changed", "out/mos.parquet": "ok",
-        "scores/dover.jsonl": "ok", "out/so.csv": "missing"}
+    assert lines(done.stdout) == {**files, "labels/konvid.csv": "changed", "out/so.csv": "missing"}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+VERIFY_RULE_WIRED = 'include: "rules/verify.smk"' in SNAKEFILE.read_text()
+MANIFEST = """\
+mos_labels:
+  report_json: reports/mos-labels.json
+  report_md: reports/mos-labels.md
+  tables:
+    - id: konvid
+      features: data/features.csv
+      labels: [data/labels.csv]
+      out: out/konvid_mos.parquet
+      audit_json: out/konvid_mos.audit.json
+second_opinion:
+  report_json: reports/second-opinion.json
+  report_md: reports/second-opinion.md
+  tables:
+    - id: konvid-dover
+      features: out/konvid_mos.parquet
+      scores: [DOVER=data/dover.jsonl]
+      out: out/konvid_so.parquet
+      audit_json: out/konvid_so.audit.json
+"""
+
+
+def snakemake(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "snakemake"), "-c1", "-s", str(SNAKEFILE), *args,
+                           "--configfile", "manifest.yaml"],
+                          cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def workflow_batch(tmp_path: Path) -> Path:
+    """A chained two-section batch run by ``snakemake`` as a user runs it."""
+    write(tmp_path / "manifest.yaml", MANIFEST)
+    write(tmp_path / "data/features.csv", "clip_id,f1\na.mp4,0.1\nb.mp4,0.2\nc.mp4,0.3\n")
+    write(tmp_path / "data/labels.csv", "clip_id,mos\na.mp4,3.1\nb.mp4,4.2\nc.mp4,2.5\n")
+    write(tmp_path / "data/dover.jsonl",
+          '{"clip_id": "a.mp4", "score": 0.5}\n{"clip_id": "b.mp4", "score": 0.6}\n')
+    done = snakemake(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path
+
+
+WORKFLOW_FILES = {
+    "manifest.yaml": "ok", "data/features.csv": "ok", "data/labels.csv": "ok",
+    "data/dover.jsonl": "ok", "out/konvid_mos.parquet": "ok",
+    "out/konvid_mos.audit.json": "ok", "out/konvid_so.parquet": "ok",
+    "out/konvid_so.audit.json": "ok", "reports/mos-labels.md": "ok",
+    "reports/second-opinion.md": "ok",
+}
+
+
+def test_both_reports_of_a_snakemake_batch_verify_and_catch_a_changed_label(
+        workflow_batch: Path) -> None:
+    both = ["reports/mos-labels.json", "reports/second-opinion.json"]
+    done = run_verify(*both, cwd=workflow_batch)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lines(done.stdout) == WORKFLOW_FILES
+    flip_byte(workflow_batch / "data/labels.csv", offset=20)
+    done = run_verify(*both, cwd=workflow_batch)
+    assert done.returncode == 1
+    assert lines(done.stdout) == {**WORKFLOW_FILES, "data/labels.csv": "changed"}
+
+
+@pytest.mark.skipif(not VERIFY_RULE_WIRED, reason="workflow/Snakefile does not include verify.smk")
+def test_snakemake_verify_checks_the_reports_without_rerunning_or_rewriting(
+        workflow_batch: Path) -> None:
+    log = workflow_batch / "logs/verify/verify.log"
+    done = snakemake(workflow_batch, "verify")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "materialize-verify: 10 files: 10 ok, 0 changed" in done.stderr
+    assert lines(log.read_text()) == WORKFLOW_FILES
+    reports = {p: p.read_bytes() for p in (workflow_batch / "reports").iterdir()}
+    flip_byte(workflow_batch / "data/labels.csv", offset=20)
+    done = snakemake(workflow_batch, "verify")
+    assert done.returncode == 1
+    assert "changed       data/labels.csv" in done.stderr  # the failed job's log is shown
+    assert lines(log.read_text()) == {**WORKFLOW_FILES, "data/labels.csv": "changed"}
+    assert "mos_labels__konvid" not in done.stderr  # nothing was joined again
+    assert {p: p.read_bytes() for p in reports} == reports  # the evidence is untouched

@@ -11,6 +11,7 @@ many documents cite it. Exit 0: every hashed file matches; 1: a file changed or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from materializer.errors import UsageError
+from materializer.errors import DataError, UsageError
 from materializer.provenance import CHUNK, sha256_file
 from materializer.provenance import SCHEMA as PROVENANCE_SCHEMA
 
@@ -84,7 +85,7 @@ def read_document(path: Path, base_override: Path | None) -> Document:
     recorded = block.get("base_dir")
     if base_override is None and not isinstance(recorded, str):
         raise UsageError("run_provenance has no base_dir; pass --base-dir", file=str(path))
-    return Document(path, schema if schema in REPORT_SCHEMAS else "audit",
+    return Document(Path(os.path.abspath(path)), schema if schema in REPORT_SCHEMAS else "audit",
                     base_override or Path(recorded), body)
 
 
@@ -128,7 +129,7 @@ class Verification:
 
     def add(self, document: Document) -> None:
         """Cite what the document's provenance describes and, for a report, its audits."""
-        if any(known.path.resolve() == document.path.resolve() for known in self.documents):
+        if any(known.path == document.path for known in self.documents):
             return
         self.documents.append(document)
         block = document.body["run_provenance"]
@@ -300,8 +301,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for checked in results:
             print(line(checked))
         counts = ", ".join(f"{sum(r.status == s for r in results)} {s}" for s in STATUSES)
-        print(f"materialize-verify: {len(results)} files: {counts}", file=sys.stderr)
+        files = f"{len(results)} file{'' if len(results) == 1 else 's'}"
+        print(f"materialize-verify: {files}: {counts}", file=sys.stderr)
     return exit_code(verification, results)
+
+
+def check_reports(reports: Sequence[str], log: str) -> None:
+    """``snakemake verify``: one line per file into ``log``, the summary on stderr.
+
+    Raises a data error when the check fails (a file changed or is missing, or a report
+    cannot be read), so the rule and the run fail.
+    """
+    with open(log, "w") as handle, contextlib.redirect_stdout(handle):
+        code = main(["--", *reports])
+    if code:
+        raise DataError(f"materialize-verify failed (exit {code}): see {log}")
 
 
 if __name__ == "__main__":
