@@ -30,6 +30,7 @@ SECOND_OPINION = "second-opinion"
 SECTION_KEYS = {MOS: "mos_labels", SECOND_OPINION: "second_opinion"}
 """Kind → the combined shape's section key (also the default report file stem)."""
 OPTION_CLASSES: dict[str, Any] = {MOS: MosOptions, SECOND_OPINION: SecondOpinionOptions}
+DEF_NAMES = {MOS: "mos", SECOND_OPINION: "second_opinion"}
 SOURCE_FIELD = {MOS: "labels", SECOND_OPINION: "scores"}
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SUFFIX = ".audit.json"
@@ -114,6 +115,7 @@ class Manifest:
     path: str
     base_dir: str
     sections: list[Section] = field(default_factory=list)
+    _producers: dict[str, Table] | None = field(default=None, repr=False, compare=False)
 
     @property
     def tables(self) -> list[Table]:
@@ -125,11 +127,9 @@ class Manifest:
 
     def producer(self, written: str) -> Table | None:
         """The table whose ``out`` is this path, if any."""
-        target = self.resolve(written)
-        for table in self.tables:
-            if self.resolve(table.out) == target:
-                return table
-        return None
+        if self._producers is None:
+            self._producers = {self.resolve(t.out): t for t in self.tables}
+        return self._producers.get(self.resolve(written))
 
 
 def resolve(base_dir: str, written: str) -> str:
@@ -274,14 +274,21 @@ def _infer_kind(data: Mapping[str, Any], problems: _Problems) -> str | None:
 
 
 def _option_problems(kind: str, values: Mapping[str, Any], where: str,
-                     problems: _Problems) -> None:
-    """Check each option on its own, so every bad option is reported, not just the first."""
+                     problems: _Problems) -> dict[str, Any]:
+    """Check each option on its own, so every bad option is reported, not just the first.
+
+    Returns the options that passed.
+    """
     cls = OPTION_CLASSES[kind]
+    good = {}
     for name, value in values.items():
         try:
             cls.from_mapping({name: value})
         except MaterializeError as exc:
             problems.add(f"{where} field {name!r}", exc.message)
+        else:
+            good[name] = value
+    return good
 
 
 def _format_problem(path: str) -> str | None:
@@ -292,8 +299,8 @@ def _format_problem(path: str) -> str | None:
     return None
 
 
-def _cycles(tables: Sequence[Table], producer: dict[str, Table], manifest: Manifest) \
-        -> list[list[Table]]:
+def _cycles(tables: Sequence[Any], producer: dict[str, Any], manifest: Manifest) \
+        -> list[list[Any]]:
     """Chains of tables whose features come from each other's ``out`` in a loop."""
     found: list[list[Table]] = []
     seen: set[tuple[str, str]] = set()
@@ -304,6 +311,8 @@ def _cycles(tables: Sequence[Table], producer: dict[str, Table], manifest: Manif
             upstream = producer.get(manifest.resolve(current.features))
             if upstream is None:
                 break
+            if upstream is current and len(chain) == 1:
+                break  # out == features: reported as overwriting its own input
             if upstream in chain:
                 loop = chain[chain.index(upstream):]
                 ident = frozenset((t.kind, t.id) for t in loop)
@@ -364,11 +373,12 @@ def load_manifest(
     checked = dict(data)
     if "" in kinds:
         # Older shape: validate the top level and its tables as a section of its kind.
-        section_schema = {"$ref": f"#/$defs/{SECTION_KEYS[kinds['']]}_section"}
+        section_schema = {"$defs": full_schema["$defs"],
+                          "$ref": f"#/$defs/{DEF_NAMES[kinds['']]}_section"}
         top = {k: v for k, v in data.items() if k not in ("defaults", "tables")}
         _schema_problems(top, full_schema, problems, {})
         section_doc = {k: data[k] for k in ("defaults", "tables") if k in data}
-        broken = _schema_problems(section_doc, {**full_schema, **section_schema}, problems,
+        broken = _schema_problems(section_doc, section_schema, problems,
                                   {"tables": "tables"})
     else:
         if "tables" in checked and not combined:
@@ -388,6 +398,10 @@ def load_manifest(
     stem = Path(manifest_path).name.split(".")[0] or "manifest"
     reports = report_dir or os.path.join(os.getcwd(), DEFAULT_REPORT_DIR, stem)
 
+    outs = {resolve(root, t["out"]) for key in kinds
+            for t in _raw_tables(data if key == "" else data.get(key))
+            if isinstance(t.get("out"), str) and t["out"]}
+    partials: list[Any] = []
     for key, kind in kinds.items():
         body = data if key == "" else data.get(key)
         if not isinstance(body, Mapping):
@@ -396,15 +410,23 @@ def load_manifest(
         defaults = body.get("defaults") or {}
         defaults = _strip_comments(defaults) if isinstance(defaults, Mapping) else {}
         known = set(OPTION_CLASSES[kind].TYPES)
-        _option_problems(kind, {k: v for k, v in defaults.items() if k in known},
-                         f"{key or 'manifest'} defaults", problems)
+        defaults = _option_problems(kind, {k: v for k, v in defaults.items() if k in known},
+                                    f"{key or 'manifest'} defaults", problems)
         raw_tables = body.get("tables") if isinstance(body.get("tables"), list) else []
         tables: list[Table] = []
+        seen_ids: dict[str, int] = {}
         for index, raw in enumerate(raw_tables):
             if not isinstance(raw, Mapping):
                 continue
+            ident = raw.get("id")
+            if isinstance(ident, str | int) and not isinstance(ident, bool):
+                if str(ident) in seen_ids:
+                    problems.add(f"{_where_table(label, index, raw)} field 'id'",
+                                 f"duplicates the id of {label}[{seen_ids[str(ident)]}]")
+                seen_ids.setdefault(str(ident), index)
             table = _build_table(kind, label, index, raw, defaults, known,
-                                 (label, index) in broken, problems)
+                                 (label, index) in broken, problems, root, outs, check_inputs,
+                                 partials)
             if table is not None:
                 tables.append(table)
         name = SECTION_KEYS[kind].replace("_", "-")
@@ -422,15 +444,21 @@ def load_manifest(
             report_md_written=md_written,
         ))
 
-    _cross_checks(manifest, problems, check_inputs)
+    _cross_checks(manifest, partials, problems)
     if problems.items:
         raise ManifestError(manifest_path, problems.items)
     return manifest
 
 
+def _raw_tables(body: Any) -> list[Mapping[str, Any]]:
+    tables = body.get("tables") if isinstance(body, Mapping) else None
+    return [t for t in tables if isinstance(t, Mapping)] if isinstance(tables, list) else []
+
+
 def _build_table(kind: str, label: str, index: int, raw: Mapping[str, Any],
                  defaults: Mapping[str, Any], known: set[str], broken: bool,
-                 problems: _Problems) -> Table | None:
+                 problems: _Problems, root: str, outs: set[str],
+                 check_inputs: bool, partials: list[Any]) -> Table | None:
     """Per-table checks the schema cannot express; None when the table is unusable."""
     raw = _strip_comments(raw)
     where = _where_table(label, index, raw)
@@ -448,34 +476,80 @@ def _build_table(kind: str, label: str, index: int, raw: Mapping[str, Any],
         options = OPTION_CLASSES[kind].from_mapping(config)
     except MaterializeError:
         options = None  # every bad option was reported above
+    _path_problems(kind, raw, where, root, outs, problems, check_inputs)
     if broken or options is None or not isinstance(ident, str):
+        partials.append(_partial_entry(kind, index, raw, where))
         return None
     out = raw["out"]
     audit = raw.get("audit_json") or f"{out}{AUDIT_SUFFIX}"
     table = Table(kind=kind, index=index, id=ident, features=raw["features"],
                   sources=tuple(str(s) for s in raw[SOURCE_FIELD[kind]]), out=out,
                   audit_json=audit, config=dict(config), options=options, where=where)
-    for name, path in [("features", table.features), ("out", table.out),
-                       *((SOURCE_FIELD[kind], p) for p in table.source_paths)]:
-        message = _format_problem(path)
-        if message:
-            problems.add(f"{where} field {name!r}", message)
     return table
 
 
-def _cross_checks(manifest: Manifest, problems: _Problems, check_inputs: bool) -> None:
-    """Duplicate ids, colliding outputs, outputs that are inputs, cycles, missing inputs."""
+def _path_problems(kind: str, raw: Mapping[str, Any], where: str, root: str, outs: set[str],
+                   problems: _Problems, check_inputs: bool) -> None:
+    """Formats of every path field, and inputs that neither exist nor are a table's out."""
+    fields: list[tuple[str, Any, bool]] = [("features", raw.get("features"), True),
+                                           ("out", raw.get("out"), False)]
+    sources = raw.get(SOURCE_FIELD[kind])
+    for spec in sources if isinstance(sources, list) else []:
+        path = ScoreSpec.parse(spec).path if kind == SECOND_OPINION and isinstance(spec, str) \
+            else spec
+        fields.append((SOURCE_FIELD[kind], path, True))
+    for name, path, is_input in fields:
+        if not isinstance(path, str) or not path:
+            continue
+        message = _format_problem(path)
+        if message:
+            problems.add(f"{where} field {name!r}", message)
+            continue
+        resolved = resolve(root, path)
+        if is_input and check_inputs and resolved not in outs and not os.path.isfile(resolved):
+            problems.add(f"{where} field {name!r}",
+                         f"input file not found and no table writes it: {resolved}")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """The path fields of a table too broken to run, still checked against the others."""
+
+    kind: str
+    index: int
+    id: str
+    where: str
+    features: str | None
+    source_paths: tuple[str, ...]
+    out: str | None
+    audit_json: str | None
+
+
+def _partial_entry(kind: str, index: int, raw: Mapping[str, Any], where: str) -> _Entry:
+    def text(name: str) -> str | None:
+        value = raw.get(name)
+        return value if isinstance(value, str) and value else None
+
+    sources = raw.get(SOURCE_FIELD[kind])
+    paths = tuple(ScoreSpec.parse(s).path if kind == SECOND_OPINION else s
+                  for s in (sources if isinstance(sources, list) else [])
+                  if isinstance(s, str) and s)
+    out = text("out")
+    audit = text("audit_json") or (f"{out}{AUDIT_SUFFIX}" if out else None)
+    return _Entry(kind, index, str(raw.get("id")), where, text("features"), paths, out, audit)
+
+
+def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Problems) -> None:
+    """Colliding outputs, outputs that are inputs, cycles (broken tables included)."""
     writers: dict[str, list[str]] = {}
+    entries: list[Any] = [*manifest.tables, *partials]
+    entries.sort(key=lambda e: (list(SECTION_KEYS).index(e.kind), e.index))
+    for table in entries:
+        for name, path in (("out", table.out), ("audit_json", table.audit_json)):
+            if path is not None:
+                writers.setdefault(manifest.resolve(path), []).append(
+                    f"{table.where} field {name!r}")
     for section in manifest.sections:
-        ids: dict[str, int] = {}
-        for table in section.tables:
-            where = table.where
-            if table.id in ids:
-                problems.add(f"{where} field 'id'", f"duplicates the id of table "
-                             f"#{ids[table.id]} in the same section")
-            ids.setdefault(table.id, table.index)
-            for name, path in (("out", table.out), ("audit_json", table.audit_json)):
-                writers.setdefault(manifest.resolve(path), []).append(f"{where} field {name!r}")
         for name, path in (("report_json", section.report_json),
                            ("report_md", section.report_md)):
             writers.setdefault(path, []).append(f"{section.key} {name}")
@@ -483,15 +557,18 @@ def _cross_checks(manifest: Manifest, problems: _Problems, check_inputs: bool) -
         if len(who) > 1:
             problems.add(who[1], f"writes the same file as {who[0]}: {path}")
 
-    producer = {manifest.resolve(t.out): t for t in manifest.tables}
+    producer = {manifest.resolve(t.out): t for t in entries if t.out}
     outputs = set(writers)
-    for table in manifest.tables:
+    for table in entries:
         where = table.where
-        features = manifest.resolve(table.features)
-        for name, path in [("features", table.features),
-                           *((SOURCE_FIELD[table.kind], p) for p in table.source_paths)]:
+        own_out = manifest.resolve(table.out) if table.out else None
+        fields = [("features", table.features),
+                  *((SOURCE_FIELD[table.kind], p) for p in table.source_paths)]
+        for name, path in fields:
+            if path is None:
+                continue
             resolved = manifest.resolve(path)
-            if resolved == manifest.resolve(table.out):
+            if resolved == own_out:
                 problems.add(f"{where} field 'out'", f"is also its own {name} input "
                              f"{path!r}; writing it would overwrite the input")
                 continue
@@ -503,12 +580,10 @@ def _cross_checks(manifest: Manifest, problems: _Problems, check_inputs: bool) -
                 problems.add(f"{where} field 'features'", f"reads {path!r}, which the batch "
                              "writes but is not a table's out")
                 continue
-            if check_inputs and resolved not in producer and not os.path.isfile(resolved):
-                problems.add(f"{where} field {name!r}",
-                             f"input file not found and no table writes it: {resolved}")
-        if features == manifest.resolve(table.audit_json):
-            problems.add(f"{where} field 'audit_json'", "is its own features input")
-    for loop in _cycles(manifest.tables, producer, manifest):
+            if table.audit_json and resolved == manifest.resolve(table.audit_json):
+                problems.add(f"{where} field 'audit_json'", f"is also its own {name} input")
+    chained = [e for e in entries if e.features and e.out]
+    for loop in _cycles(chained, producer, manifest):
         names = " -> ".join(repr(t.id) for t in [*loop, loop[0]])
         problems.add(f"{loop[0].where} field 'features'",
                      f"tables read each other's out in a cycle: {names}")

@@ -1,0 +1,171 @@
+"""What one per-table workflow job runs: the library join, a log, and a status file.
+
+Jobs run as threads of the Snakemake process, so they write to their own log handle and
+never touch ``sys.stderr``. Besides its declared outputs (the table and its audit) each
+job leaves a small status file: Snakemake deletes a failed job's outputs, and the batch
+report written after a failure needs to know which tables failed and why.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from materializer.errors import MaterializeError
+from materializer.manifest import MOS, SECOND_OPINION, SOURCE_FIELD
+from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
+from materializer.provenance import RunContext
+
+STATUS_ROOT = os.path.join("logs", "status")
+
+
+def status_path(kind: str, table_id: str, root: str = STATUS_ROOT) -> str:
+    """Where the job of one table leaves its status (relative to the working directory)."""
+    return os.path.join(root, kind, f"{table_id}.json")
+
+
+def spec_digest(spec_json: str) -> str:
+    return hashlib.sha256(spec_json.encode("utf-8")).hexdigest()
+
+
+def spec_paths(spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Input and output paths of a table spec, as written."""
+    if spec["kind"] == SECOND_OPINION:
+        sources = [ScoreSpec.parse(s).path for s in spec["scores"]]
+    else:
+        sources = list(spec["labels"])
+    return [spec["features"], *sources], [spec["out"], spec["audit_json"]]
+
+
+def stamps(paths: list[str], base_dir: str) -> dict[str, list[int] | None]:
+    """Size and mtime of each file (None when missing): cheap evidence of what a job saw."""
+    found: dict[str, list[int] | None] = {}
+    for written in paths:
+        try:
+            info = os.stat(Path(base_dir) / written)
+        except OSError:
+            found[written] = None
+        else:
+            found[written] = [info.st_size, info.st_mtime_ns]
+    return found
+
+
+def write_status(path: str, payload: Mapping[str, Any]) -> None:
+    """Write a status file atomically (a reader never sees half of one)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(dict(payload), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temp, target)
+
+
+def read_status(path: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _join(spec: Mapping[str, Any], run: RunContext) -> dict[str, Any]:
+    """Call the library join of the spec's kind with paths as written."""
+    if spec["kind"] == MOS:
+        from materializer.mos import materialize_mos_labels
+
+        return materialize_mos_labels(
+            spec["features"], list(spec["labels"]), spec["out"],
+            audit_json=spec["audit_json"], options=MosOptions.from_mapping(spec["options"]),
+            run=run)
+    from materializer.second_opinion import materialize_second_opinion
+
+    return materialize_second_opinion(
+        spec["features"], list(spec["scores"]), spec["out"],
+        audit_json=spec["audit_json"], options=SecondOpinionOptions.from_mapping(spec["options"]),
+        run=run)
+
+
+def _summary_line(spec: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
+    if spec["kind"] == MOS:
+        return (f"ok: input_rows={audit.get('input_rows')} matched_rows="
+                f"{audit.get('matched_rows')} missing_rows={audit.get('missing_rows')} "
+                f"match_rate={audit.get('match_rate')}")
+    return f"ok: input_rows={audit.get('input_rows')} output_rows={audit.get('output_rows')}"
+
+
+def run_table(
+    spec_json: str,
+    *,
+    base_dir: str,
+    log: str,
+    status: str,
+    entrypoint: str,
+    executor: str | None = None,
+    extra_versions: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one manifest table; returns its audit, or raises after recording the failure.
+
+    ``spec_json`` is the job's params (options and paths as written); ``base_dir`` is the
+    manifest's root of relative paths. Expected failures (:class:`MaterializeError`) are
+    logged as one line; anything else with its traceback. Either way the status file says
+    ``error`` with the one-line message and the exception propagates, so Snakemake marks
+    the job failed.
+    """
+    spec = json.loads(spec_json)
+    inputs, outputs = spec_paths(spec)
+    Path(status).unlink(missing_ok=True)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as handle:
+        record: dict[str, Any] = {
+            "id": spec["id"],
+            "kind": spec["kind"],
+            "spec_sha256": spec_digest(spec_json),
+            "started_at": _now(),
+            "inputs": stamps(inputs, base_dir),
+        }
+        _log(handle, f"{spec['kind']} table {spec['id']!r}: {spec['features']} + "
+                     f"{', '.join(spec[SOURCE_FIELD[spec['kind']]])} -> {spec['out']}")
+        _log(handle, f"base_dir {base_dir}; options {json.dumps(spec['options'], sort_keys=True)}")
+        run = RunContext(
+            entrypoint,
+            argv=[str(a) for a in sys.argv[1:]],
+            args=spec["options"],
+            base_dir=base_dir,
+            executor=executor,
+            extra_versions=extra_versions,
+            table_id=spec["id"],
+        )
+        try:
+            audit = _join(spec, run)
+        except MaterializeError as exc:
+            exc.with_table(spec["id"])
+            _fail(handle, status, record, str(exc))
+            raise
+        except Exception as exc:
+            traceback.print_exc(file=handle)
+            _fail(handle, status, record, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            raise
+        record.update(status="ok", finished_at=_now(), outputs=stamps(outputs, base_dir))
+        write_status(status, record)
+        _log(handle, _summary_line(spec, audit))
+    return audit
+
+
+def _fail(handle: TextIO, status: str, record: dict[str, Any], message: str) -> None:
+    record.update(status="error", error=message, finished_at=_now())
+    write_status(status, record)
+    _log(handle, f"error: {message}")
+
+
+def _log(handle: TextIO, line: str) -> None:
+    handle.write(f"[{_now()}] {line}\n")
+    handle.flush()

@@ -1,0 +1,25 @@
+# One job per MOS-label table of the manifest (defined in a loop: outputs are arbitrary
+# paths, so no wildcards). Only this table's inputs and options are its rerun triggers.
+for _table in [t for t in MANIFEST.tables if t.kind == "mos-labels"]:
+
+    rule:
+        name:
+            rule_name(_table)
+        input:
+            features=smk(_table.features),
+            labels=[smk(p) for p in _table.source_paths],
+        output:
+            table=smk(_table.out),
+            audit=smk(_table.audit_json),
+        log:
+            log_path(_table),
+        benchmark:
+            benchmark_path(_table)
+        threads: 1
+        resources:
+            mem_mb=table_mem_mb,
+            runtime=table_runtime,
+        params:
+            spec=table_params(_table),
+        run:
+            run_table_job("mos-labels", params.spec, log[0], "mos_labels.smk")
