@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 TIMES = ("started_at", "finished_at")
+SUMMARY_PLOTS = ("plot_summary", "plot_match_rate")  # rerun whenever the batch reports do
 
 
 def snakemake(cwd: Path, *args: str, snakefile: Path | None = SNAKEFILE) \
@@ -299,7 +300,8 @@ def test_changed_label_file_reruns_its_table_and_the_chain_below_only(project: P
     write_csv(project / "data" / "labels.csv", "clip_id,mos\nc1,3.5\nc2,4.0\nc3,2.5\n")
     planned, changed = run_and_see(project)
     assert planned == {"mos_labels__main", "second_opinion__main-dover", "report__mos_labels",
-                       "report__second_opinion", "all"}
+                       "report__second_opinion", "plot_mos_labels__main",
+                       "plot_second_opinion__main-dover", *SUMMARY_PLOTS, "all"}
     assert "mos/main.parquet" in changed and "so/main.parquet" in changed
     assert not any(p.startswith("mos/extra") for p in changed)
     assert list(pd.read_parquet(project / "so" / "main.parquet")["mos"]) == [3.5, 4.0, 2.5]
@@ -311,7 +313,7 @@ def test_changed_option_of_one_table_reruns_only_it(project: Path) -> None:
     dump(project / "manifest.yaml", manifest)
     planned, changed = run_and_see(project)
     assert planned == {"mos_labels__extra", "report__mos_labels", "report__second_opinion",
-                       "all"}
+                       "plot_mos_labels__extra", *SUMMARY_PLOTS, "all"}
     assert {p for p in changed if not p.startswith("reports/")} == {
         "mos/extra.parquet", "mos/extra.parquet.audit.json"}
 
@@ -325,7 +327,7 @@ def test_adding_a_table_runs_only_it(project: Path) -> None:
     dump(project / "manifest.yaml", manifest)
     planned, changed = run_and_see(project)
     assert planned == {"mos_labels__new", "report__mos_labels", "report__second_opinion",
-                       "all"}
+                       "plot_mos_labels__new", *SUMMARY_PLOTS, "all"}
     assert {p for p in changed if not p.startswith("reports/")} == {
         "mos/new.parquet", "mos/new.parquet.audit.json"}
 
@@ -336,7 +338,7 @@ def test_editing_comments_and_order_of_the_manifest_reruns_no_table(project: Pat
     manifest["mos_labels"]["tables"].reverse()
     dump(project / "manifest.yaml", manifest)
     planned = planned_rules(ok(snakemake(project, "--configfile", "manifest.yaml", "-n")))
-    assert planned == {"report__mos_labels", "report__second_opinion", "all"}
+    assert planned == {"report__mos_labels", "report__second_opinion", *SUMMARY_PLOTS, "all"}
 
 
 def test_deleted_table_is_rebuilt(project: Path) -> None:

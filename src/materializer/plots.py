@@ -1,0 +1,529 @@
+"""Figures and HTML fragments for the workflow's Snakemake report (``snakemake --report``).
+
+Everything here reads what the batch already wrote (joined tables, audits, batch-v1
+reports) and writes small files the report embeds: PNG figures, HTML fragments used as
+captions, per-table notes, and the status summary shown on the report's front page.
+Figures use matplotlib's object API (no pyplot state), so each call is self-contained.
+Correlations are computed here (Spearman as Pearson of ranks), without scipy.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from materializer import tableio
+from materializer.manifest import MOS, SECOND_OPINION
+
+MOS_COLUMN = "mos"
+KIND_TITLES = {MOS: "MOS labels", SECOND_OPINION: "Second opinion"}
+REPORT_KINDS = {
+    "mos-label-materializer-batch-v1": MOS,
+    "second-opinion-materializer-batch-v1": SECOND_OPINION,
+}
+FIGURE_SIZE = (6.4, 4.0)
+DPI = 100
+OK_COLOUR = "#3b75af"
+LOW_COLOUR = "#c0392b"
+PNG_METADATA = {"Software": None}  # no matplotlib version: same inputs, same bytes
+
+
+# --- statistics ---------------------------------------------------------------------
+
+
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
+    """Pearson's r, or None when it is undefined (fewer than two pairs, a constant side)."""
+    a = np.asarray(x, dtype=float)
+    b = np.asarray(y, dtype=float)
+    if a.size < 2 or a.size != b.size:
+        return None
+    a = a - a.mean()
+    b = b - b.mean()
+    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    if denominator == 0.0:
+        return None
+    return float((a * b).sum()) / denominator
+
+
+def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing their average rank (as Spearman's rho needs)."""
+    return pd.Series(np.asarray(values, dtype=float)).rank(method="average").to_numpy()
+
+
+def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
+    """Spearman's rho: Pearson's r of the ranks."""
+    return pearson(ranks(x), ranks(y))
+
+
+def paired(frame: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows where both columns hold finite numbers (labels or scores may be missing)."""
+    both = frame[[x, y]].apply(pd.to_numeric, errors="coerce").astype(float)
+    both = both[np.isfinite(both[x]) & np.isfinite(both[y])]
+    return both[x].to_numpy(), both[y].to_numpy()
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_columns(path: str | os.PathLike[str], wanted: Iterable[str]) -> pd.DataFrame:
+    """The wanted columns that the table has (parquet reads only those)."""
+    written = os.fspath(path)
+    wanted = list(dict.fromkeys(wanted))
+    present = set(tableio.read_columns(Path(written), written))
+    columns = [c for c in wanted if c in present]
+    if tableio.table_format(written) == "parquet":
+        return pq.read_table(written, columns=columns).to_pandas()
+    return tableio.read_table(Path(written), written).select(columns).to_pandas()
+
+
+# --- small HTML helpers -------------------------------------------------------------
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def rate_text(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
+
+
+def corr_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def keys_html(title: str, keys: Sequence[Any], total: int | None = None) -> str:
+    """A short list of example keys (audits keep the first few)."""
+    if not keys:
+        return ""
+    count = f" ({total} in all)" if total is not None else ""
+    items = ", ".join(f"<code>{esc(k)}</code>" for k in keys)
+    return f"<p><b>{esc(title)}</b>{esc(count)}, e.g.: {items}</p>\n"
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def save_figure(figure: Any, path: str | os.PathLike[str]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, metadata=PNG_METADATA)
+
+
+def new_figure() -> tuple[Any, Any]:
+    """A figure and its axes without pyplot (safe in threads, no global state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGURE_SIZE, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure, figure.add_subplot()
+
+
+# --- per-table figures --------------------------------------------------------------
+
+
+def mos_histogram(table_id: str, table: str, audit_json: str, png: str, caption: str) -> None:
+    """Histogram of ``mos`` for one MOS table, and its caption (missing labels)."""
+    audit = read_json(audit_json)
+    frame = read_columns(table, [MOS_COLUMN])
+    values = pd.to_numeric(frame.get(MOS_COLUMN, pd.Series(dtype=float)),
+                           errors="coerce").astype(float)
+    values = values[np.isfinite(values)]
+    rows = int(audit.get("output_rows") or len(frame))
+    missing = int(audit.get("missing_rows") or 0)
+
+    figure, axes = new_figure()
+    if len(values):
+        axes.hist(values, bins=min(40, max(5, int(math.sqrt(len(values))))), color=OK_COLOUR,
+                  edgecolor="white")
+    else:
+        axes.text(0.5, 0.5, "no labels", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel(MOS_COLUMN)
+    axes.set_ylabel("rows")
+    axes.set_title(f"{table_id}: {len(values)} labelled rows, {missing} missing labels")
+    save_figure(figure, png)
+
+    stats = ""
+    if len(values):
+        stats = (f" Labelled values: mean {values.mean():.3f}, median {values.median():.3f}, "
+                 f"range {values.min():.3f} to {values.max():.3f}.")
+    write_text(caption, (
+        f"<p>Table <b>{esc(table_id)}</b>: {rows} rows, {len(values)} with a label, "
+        f"<b>{missing} missing labels</b>; match rate {rate_text(audit.get('match_rate'))} "
+        f"(minimum {rate_text(audit.get('min_match_rate'))}).{esc(stats)}</p>\n"))
+
+
+def competitor_scatters(table_id: str, table: str, audit_json: str, folder: str) -> list[str]:
+    """One scatter of score against ``mos`` per competitor, when the table has ``mos``.
+
+    Writes ``<competitor>.png`` and its caption ``<competitor>.html`` into ``folder``
+    (created even when empty); returns the competitors plotted.
+    """
+    audit = read_json(audit_json)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    competitors = audit.get("competitors") or {}
+    score_columns = {name: f"{c.get('column_prefix')}_score" for name, c in competitors.items()}
+    frame = read_columns(table, [MOS_COLUMN, *score_columns.values()])
+    if MOS_COLUMN not in frame.columns:
+        return []
+    plotted = []
+    for name, column in score_columns.items():
+        if column not in frame.columns:
+            continue
+        x, y = paired(frame, MOS_COLUMN, column)
+        rho, r = spearman(x, y), pearson(x, y)
+        figure, axes = new_figure()
+        axes.scatter(x, y, s=8, alpha=0.5, color=OK_COLOUR, linewidths=0)
+        axes.set_xlabel(MOS_COLUMN)
+        axes.set_ylabel(column)
+        axes.set_title(f"{table_id} / {name}\nSpearman {corr_text(rho)}, "
+                       f"Pearson {corr_text(r)}, n={len(x)}")
+        save_figure(figure, Path(folder) / f"{name}.png")
+        info = competitors[name]
+        write_text(Path(folder) / f"{name}.html", (
+            f"<p>Table <b>{esc(table_id)}</b>, competitor <b>{esc(name)}</b>: "
+            f"<b>Spearman &rho; = {corr_text(rho)}</b>, <b>Pearson r = {corr_text(r)}</b> "
+            f"over {len(x)} rows with both a score and a label "
+            f"({int(info.get('matched_rows') or 0)} of {int(audit.get('output_rows') or 0)} "
+            f"rows have a score).</p>\n"))
+        plotted.append(name)
+    return plotted
+
+
+def table_notes(kind: str, table_id: str, audit_json: str, notes: str, remark: str = "") \
+        -> None:
+    """Coverage of one table, with a few unmatched keys from each side when not full."""
+    audit = read_json(audit_json)
+    parts = [f"<h3>{esc(table_id)} ({esc(KIND_TITLES[kind])})</h3>\n"]
+    if remark:
+        parts.append(f"<p>{esc(remark)}</p>\n")
+    if kind == MOS:
+        total = int(audit.get("total_feature_keys") or 0)
+        unmatched_features = total - int(audit.get("matched_feature_keys") or 0)
+        parts.append(
+            f"<p>{audit.get('input_rows')} feature rows, {audit.get('matched_rows')} with a "
+            f"label, {audit.get('missing_rows')} missing; match rate "
+            f"{rate_text(audit.get('match_rate'))} (minimum "
+            f"{rate_text(audit.get('min_match_rate'))}); {audit.get('labels_loaded')} labels "
+            f"loaded.</p>\n")
+        if float(audit.get("match_rate") or 0.0) < 1.0 or audit.get("unmatched_label_keys"):
+            parts.append(keys_html("Feature keys without a label",
+                                   audit.get("unmatched_feature_keys") or [],
+                                   unmatched_features))
+            parts.append(keys_html("Label keys without a feature row",
+                                   audit.get("unmatched_label_keys") or []))
+        else:
+            parts.append("<p>Full coverage: every feature key has a label.</p>\n")
+    else:
+        rows = int(audit.get("output_rows") or 0)
+        parts.append(f"<p>{audit.get('input_rows')} feature rows, {rows} written.</p>\n")
+        for name, info in (audit.get("competitors") or {}).items():
+            matched = int(info.get("matched_rows") or 0)
+            coverage = matched / rows if rows else None
+            parts.append(
+                f"<p>Competitor <b>{esc(name)}</b>: rows with a score {matched} "
+                f"(coverage {rate_text(coverage)}), {info.get('missing_rows')} without, "
+                f"{info.get('unmatched_scores')} of {info.get('scores_loaded')} scores "
+                f"matched no row.</p>\n")
+            if info.get("missing_rows") or info.get("unmatched_score_keys"):
+                parts.append(keys_html(f"{name}: score keys without a feature row",
+                                       info.get("unmatched_score_keys") or [],
+                                       int(info.get("unmatched_scores") or 0)))
+    write_text(notes, "".join(parts))
+
+
+# --- batch summary ------------------------------------------------------------------
+
+
+def report_kind(report: Mapping[str, Any]) -> str:
+    return REPORT_KINDS.get(str(report.get("schema")), MOS)
+
+
+def _audit_of(report: Mapping[str, Any], table: Mapping[str, Any]) -> dict[str, Any]:
+    """The table's audit when it can still be read (only for the threshold)."""
+    base = (report.get("run_provenance") or {}).get("base_dir") or "."
+    try:
+        return read_json(os.path.join(base, str(table.get("audit_json"))))
+    except (OSError, ValueError):
+        return {}
+
+
+def status_rows(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per table of every report: status, rows, match rate, output, error."""
+    rows = []
+    for report in reports:
+        kind = report_kind(report)
+        for table in report.get("tables") or []:
+            summary = table.get("summary") or {}
+            rates = {}
+            if kind == MOS:
+                rates[""] = summary.get("match_rate")
+            else:
+                out_rows = int(summary.get("output_rows") or 0)
+                for name, info in (summary.get("competitors") or {}).items():
+                    matched = int((info or {}).get("matched_rows") or 0)
+                    rates[name] = matched / out_rows if out_rows else None
+            rows.append({
+                "kind": kind,
+                "id": table.get("id"),
+                "status": table.get("status"),
+                "input_rows": summary.get("input_rows"),
+                "output_rows": summary.get("output_rows"),
+                "rates": rates,
+                "out": table.get("out"),
+                "error": table.get("error"),
+            })
+    return rows
+
+
+def _rates_html(rates: Mapping[str, Any]) -> str:
+    if not rates:
+        return "-"
+    return "<br>".join((f"{esc(name)} " if name else "") + rate_text(value)
+                       for name, value in rates.items())
+
+
+STYLE = """<style>
+.prose { max-width: none !important; }
+table.vq-status { border-collapse: collapse; font-size: 0.8rem; margin: 0.5rem 0 1rem; }
+table.vq-status th, table.vq-status td { border: 1px solid #ccc; padding: 2px 6px;
+  text-align: left; vertical-align: top; }
+table.vq-status td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.vq-status tr.error td { background: #fdecea; }
+table.vq-status code { font-size: 0.75rem; }
+.vq-summary code::before, .vq-summary code::after { content: none; }
+</style>
+"""
+
+
+def status_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The table of every table: status, rows, match rate (coverage per competitor)."""
+    lines = ['<table class="vq-status" id="vq-status">',
+             "<thead><tr><th>Table</th><th>Kind</th><th>Status</th><th>Input rows</th>"
+             "<th>Output rows</th><th>Match rate</th><th>Output</th></tr></thead>", "<tbody>"]
+    for row in rows:
+        failed = row["status"] != "ok"
+        status = esc(row["status"])
+        if failed:
+            status += f"<br><small>{esc(row['error'])}</small>"
+        lines.append(
+            f'<tr class="{"error" if failed else "ok"}"><td><b>{esc(row["id"])}</b></td>'
+            f"<td>{esc(KIND_TITLES[row['kind']])}</td><td>{status}</td>"
+            f'<td class="num">{esc(_dash(row["input_rows"]))}</td>'
+            f'<td class="num">{esc(_dash(row["output_rows"]))}</td>'
+            f'<td class="num">{_rates_html(row["rates"]) if not failed else "-"}</td>'
+            f"<td><code>{esc(row['out'])}</code></td></tr>")
+    lines += ["</tbody>", "</table>"]
+    return "\n".join(lines) + "\n"
+
+
+def _dash(value: Any) -> Any:
+    return "-" if value is None else value
+
+
+def provenance_html(report: Mapping[str, Any]) -> str:
+    """Manifest, versions, commit and input hashes of one batch report."""
+    prov = report.get("run_provenance") or {}
+    inputs = prov.get("inputs") or {}
+    manifest = inputs.get("manifest") or {}
+    versions = ", ".join(f"{esc(k)} {esc(v)}" for k, v in sorted((prov.get("versions")
+                                                                   or {}).items()))
+    parts = [
+        f"<p><b>{esc(report.get('schema'))}</b>: status <b>{esc(report.get('status'))}</b>; "
+        f"manifest <code>{esc(report.get('manifest'))}</code> (sha256 "
+        f"<code>{esc(_short(manifest.get('sha256')))}</code>); commit "
+        f"<code>{esc(prov.get('git_commit') or 'unknown')}</code>; finished "
+        f"{esc(prov.get('finished_at') or '-')}.<br>Versions: {versions}.</p>",
+        '<table class="vq-status vq-inputs"><thead><tr><th>Table</th><th>Input</th>'
+        "<th>Path</th><th>sha256</th></tr></thead><tbody>",
+    ]
+    for table_id, files in (inputs.get("tables") or {}).items():
+        for role, described in files.items():
+            for item in described if isinstance(described, list) else [described]:
+                parts.append(
+                    f"<tr><td>{esc(table_id)}</td><td>{esc(role)}</td>"
+                    f"<td><code>{esc(item.get('path'))}</code></td>"
+                    f"<td><code>{esc(_short(item.get('sha256')))}</code></td></tr>")
+    parts.append("</tbody></table>")
+    return "\n".join(parts) + "\n"
+
+
+def _short(digest: Any) -> str:
+    return "-" if not digest else str(digest)[:16]
+
+
+def summary_html(reports: Sequence[Mapping[str, Any]]) -> str:
+    """The report's front page block: status of every table, then provenance."""
+    rows = status_rows(reports)
+    failed = sum(1 for row in rows if row["status"] != "ok")
+    verdict = "all ok" if not failed else f"{failed} of {len(rows)} failed"
+    parts = [STYLE, f'<div class="vq-summary"><p><b>{len(rows)} tables, {verdict}.</b></p>\n',
+             status_table_html(rows), "<h3>Provenance</h3>\n"]
+    parts += [provenance_html(report) for report in reports]
+    parts.append("</div>\n")
+    return "".join(parts)
+
+
+def match_rate_chart(reports: Sequence[Mapping[str, Any]], png: str, caption: str) -> None:
+    """Bar chart of each MOS table's match rate with its minimum (``min_match_rate``)."""
+    bars = []
+    for report in reports:
+        if report_kind(report) != MOS:
+            continue
+        for table in report.get("tables") or []:
+            summary = table.get("summary") or {}
+            config = table.get("config") or {}
+            minimum = config.get("min_match_rate", _audit_of(report, table).get("min_match_rate"))
+            bars.append((str(table.get("id")), table.get("status") == "ok",
+                         summary.get("match_rate"), minimum))
+    figure, axes = new_figure()
+    positions = np.arange(len(bars))
+    rates = [float(rate or 0.0) if ok else 0.0 for _, ok, rate, _ in bars]
+    colours = [OK_COLOUR if ok and (m is None or rate >= float(m)) else LOW_COLOUR
+               for (_, ok, _, m), rate in zip(bars, rates, strict=True)]
+    axes.bar(positions, rates, color=colours)
+    for x, (_, ok, _, minimum), rate in zip(positions, bars, rates, strict=True):
+        if minimum is not None:
+            axes.hlines(float(minimum), x - 0.4, x + 0.4, colors="black", linestyles="dashed",
+                        label="minimum" if x == 0 else None)
+        axes.text(x, max(rate, 0.02), f"{rate:.3f}" if ok else "failed", ha="center",
+                  va="bottom", fontsize=8)
+    axes.set_xticks(positions, [name for name, *_ in bars], rotation=30 if len(bars) > 4 else 0,
+                    ha="right" if len(bars) > 4 else "center")
+    axes.set_ylim(0, 1.1)
+    axes.set_ylabel("match rate")
+    axes.set_title("Match rate per MOS table (dashed: minimum)")
+    save_figure(figure, png)
+
+    scored = [(name, rate) for (name, ok, _, _), rate in zip(bars, rates, strict=True) if ok]
+    lowest = min(scored, key=lambda item: item[1]) if scored else None
+    below = [name for (name, ok, _, m), rate in zip(bars, rates, strict=True)
+             if ok and m is not None and rate < float(m)]
+    failed = [name for name, ok, *_ in bars if not ok]
+    text = f"<p>{len(bars)} MOS tables."
+    if lowest:
+        text += f" Lowest match rate: <b>{esc(lowest[0])}</b> ({lowest[1]:.3f})."
+    if below:
+        text += f" Below their minimum: {esc(', '.join(below))}."
+    if failed:
+        text += f" Failed (drawn as 0): {esc(', '.join(failed))}."
+    write_text(caption, text + "</p>\n")
+
+
+def batch_summary(report_jsons: Sequence[str], html_out: str, chart: str | None = None,
+                  chart_caption: str | None = None) -> None:
+    """Front-page summary (and the match-rate chart) from the batch-v1 JSON reports."""
+    reports = [read_json(path) for path in report_jsons]
+    write_text(html_out, summary_html(reports))
+    if chart is not None and chart_caption is not None:
+        match_rate_chart(reports, chart, chart_caption)
+
+
+def stale(outputs: Sequence[str], inputs: Sequence[str]) -> bool:
+    """Is any output missing or older than an input (all inputs existing)?"""
+    if not all(os.path.exists(p) for p in inputs):
+        return False
+    if not all(os.path.exists(p) for p in outputs):
+        return True
+    return min(os.path.getmtime(p) for p in outputs) < max(os.path.getmtime(p) for p in inputs)
+
+
+# --- where the report's files go (used by workflow/rules/plots.smk) -----------------
+
+
+@dataclass(frozen=True)
+class PlotLayout:
+    """The report's files, all under one folder (the batch reports' ``plots/``)."""
+
+    folder: str
+
+    def table_files(self, kind: str, table_id: str) -> dict[str, str]:
+        """What one table's plot job writes (second opinion: a folder of scatters)."""
+        base = os.path.join(self.folder, kind, table_id)
+        if kind == MOS:
+            return {"histogram": f"{base}.mos.png", "caption": f"{base}.mos.html",
+                    "notes": f"{base}.html"}
+        return {"scatters": base, "notes": f"{base}.html"}
+
+    @property
+    def summary(self) -> str:
+        return os.path.join(self.folder, "summary.html")
+
+    @property
+    def chart(self) -> dict[str, str]:
+        return {"chart": os.path.join(self.folder, "match-rate.png"),
+                "caption": os.path.join(self.folder, "match-rate.html")}
+
+    def summary_files(self, has_mos: bool) -> list[str]:
+        return [self.summary, *(self.chart.values() if has_mos else ())]
+
+
+@dataclass(frozen=True)
+class PlottedTable:
+    """A manifest table as the report sees it: paths as Snakemake tracks them."""
+
+    kind: str
+    id: str
+    out: str
+    audit: str
+
+
+def report_targets(layout: PlotLayout, tables: Sequence[PlottedTable],
+                   batch_reports: Sequence[str], *, reporting: bool,
+                   log: Any = None) -> list[str]:
+    """Every file the report shows; in report mode (no job runs) only what exists.
+
+    A failed table has no output and so no plots; asking for them would stop
+    ``snakemake --report`` ("marked for report but does not exist"). After a failed run
+    the summary is rebuilt from the batch reports here, as the summary job could not run.
+    """
+    has_mos = any(t.kind == MOS for t in tables)
+    if not reporting:
+        targets = layout.summary_files(has_mos)
+        for table in tables:
+            targets += list(layout.table_files(table.kind, table.id).values())
+        return targets
+    targets = []
+    if all(os.path.exists(p) for p in batch_reports):
+        if stale(layout.summary_files(has_mos), batch_reports):
+            batch_summary(batch_reports, layout.summary,
+                          *(layout.chart.values() if has_mos else ()))
+        targets += layout.summary_files(has_mos)
+    for table in tables:
+        files = list(layout.table_files(table.kind, table.id).values())
+        if all(os.path.exists(p) for p in (table.out, table.audit, *files)):
+            targets += files
+        elif log is not None:
+            print(f"report: no plots for table {table.id!r} (not run, failed, or not "
+                  "plotted yet: run snakemake first)", file=log)
+    return targets
+
+
+def mos_plots(table_id: str, input: Any, output: Any, log: str) -> None:
+    """Body of a per-table MOS plot job: histogram, its caption, and coverage notes."""
+    mos_histogram(table_id, input.table, input.audit, output.histogram, output.caption)
+    table_notes("mos-labels", table_id, input.audit, output.notes)
+    write_text(log, f"plotted {output.histogram}\n")
+
+
+def second_opinion_plots(table_id: str, input: Any, output: Any, log: str) -> None:
+    """Body of a per-table second-opinion plot job: one scatter per competitor, and notes."""
+    plotted = competitor_scatters(table_id, input.table, input.audit, output.scatters)
+    remark = "" if plotted else "The table has no mos column: no scatter of score against mos."
+    table_notes("second-opinion", table_id, input.audit, output.notes, remark)
+    write_text(log, f"scatters: {', '.join(plotted) or 'none'}. {remark}\n")
