@@ -88,6 +88,9 @@ def _run(prog: str, argv: Sequence[str], job: Callable[[], dict[str, Any]],
     except MaterializeError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: temporary files are already removed, no traceback
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     print(f"{prog}: {summary(audit)}", file=sys.stderr)
     return 0
 

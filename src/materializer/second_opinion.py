@@ -34,12 +34,19 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _rows_frame(spec: ScoreSpec, run: RunContext) -> pd.DataFrame:
-    """The sidecar's rows as a frame (nested ``summary``/``frames`` stay objects)."""
+def _rows_frame(spec: ScoreSpec, run: RunContext, key_fields: Sequence[str]) -> pd.DataFrame:
+    """The sidecar's rows as a frame (nested ``summary``/``frames`` stay objects).
+
+    In a CSV score table every column that may hold the key is read as text as written,
+    so ``007`` stays ``007`` (and is not the same key as ``7``), as in feature tables.
+    """
     path = run.resolve(spec.path)
     fmt = tableio.table_format(spec.path)
     if fmt in ("parquet", "csv"):
-        return tableio.read_table(path, spec.path).to_pandas()
+        wanted = {f.lower() for f in key_fields}
+        text = [c for c in tableio.read_columns(path, spec.path) if str(c).lower() in wanted] \
+            if fmt == "csv" else []
+        return tableio.read_table(path, spec.path, text_columns=text).to_pandas()
     if fmt == "jsonl":
         with tableio.reading(path, spec.path):
             return tableio.read_jsonl(path, spec.path)
@@ -131,18 +138,17 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
 def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext) \
         -> tuple[pd.DataFrame, int]:
     """One sidecar as records; returns them and the number of rows without a key."""
-    frame = _rows_frame(spec, run).reset_index(drop=True)
+    key_fields: Sequence[str] = (options.score_key_field,) if options.score_key_field \
+        else keymod.SCORE_KEY_CANDIDATES
+    frame = _rows_frame(spec, run, key_fields).reset_index(drop=True)
     if frame.empty:
         raise DataError("no score rows", file=spec.path)
     summary = _nested(frame, "summary")
     levels = [frame, summary]
-    if options.score_key_field:
-        if not any(options.score_key_field in level.columns for level in levels):
-            raise UsageError(f"--score-key-field {options.score_key_field!r} is not present",
-                             file=spec.path, column=options.score_key_field)
-        key_fields: Sequence[str] = (options.score_key_field,)
-    else:
-        key_fields = keymod.SCORE_KEY_CANDIDATES
+    if options.score_key_field and not any(options.score_key_field in level.columns
+                                           for level in levels):
+        raise UsageError(f"--score-key-field {options.score_key_field!r} is not present",
+                         file=spec.path, column=options.score_key_field)
     keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
     for level in levels:
         for candidate in key_fields:
@@ -312,11 +318,10 @@ def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
         lost = ~found
         status = np.where(found, mine["status"].to_numpy(object)[take], "missing")
         base = bases[name]
-        columns[f"{base}_score"] = pa.array(mine["score"].to_numpy()[take], mask=lost,
-                                            type=pa.float64(), from_pandas=True)
+        columns[f"{base}_score"] = _nullable_floats(mine["score"].to_numpy()[take], lost)
         columns[f"{base}_status"] = pa.array(status, type=pa.string())
-        columns[f"{base}_runtime_ms"] = pa.array(mine["runtime_ms"].to_numpy()[take],
-                                                 mask=lost, type=pa.float64(), from_pandas=True)
+        columns[f"{base}_runtime_ms"] = _nullable_floats(mine["runtime_ms"].to_numpy()[take],
+                                                         lost)
         columns[f"{base}_frames"] = pa.array(np.where(found, mine["frames"].to_numpy()[take], 0),
                                              type=pa.int64())
         columns[f"{base}_source"] = pa.array(
@@ -334,3 +339,13 @@ def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
             "unmatched_scores": int(unmatched.sum()),
         }
     return columns, stats, missing_any
+
+
+def _nullable_floats(values: np.ndarray, lost: np.ndarray) -> pa.Array:
+    """Floats, null where the row is missing or has no value: never NaN.
+
+    (``pa.array`` ignores ``from_pandas`` NaN detection once a mask is given, so a
+    matched row without a runtime came out as NaN: ``nan`` in CSV, NaN in parquet.)
+    """
+    values = np.asarray(values, dtype="float64")
+    return pa.array(values, mask=lost | np.isnan(values), type=pa.float64())

@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pandas._libs.parsers import STR_NA_VALUES
 
 from materializer.errors import DataError, UsageError
 
@@ -75,7 +76,7 @@ def read_columns(path: Path, written: str) -> list[str]:
         if fmt == "parquet":
             return list(pq.read_schema(path).names)
         if fmt == "csv":
-            return list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
+            return _csv_columns(path, written)
     return list(read_table(path, written).column_names)
 
 
@@ -84,11 +85,17 @@ def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa
     fmt = table_format(written)
     with reading(path, written):
         if fmt == "parquet":
-            return pq.read_table(path)
+            return _check_text_columns(pq.read_table(path), text_columns, written)
         if fmt == "csv":
             # Nullable dtypes: an integer column with a blank stays integer, not float.
             frame = pd.read_csv(path, encoding="utf-8-sig", dtype_backend="numpy_nullable",
-                                dtype={c: "string" for c in text_columns})
+                                dtype={c: "string" for c in text_columns},
+                                **_csv_missing_values(_csv_columns(path, written),
+                                                      text_columns))
+            if not isinstance(frame.index, pd.RangeIndex):
+                # pandas turns the extra leading fields of a too-long first row into an
+                # index, shifting every column; preserve_index=False would then drop data.
+                raise DataError("row 1 has more fields than the header", file=written)
         elif fmt == "jsonl":
             frame = read_jsonl(path, written)
         else:
@@ -99,6 +106,41 @@ def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa
         if fmt != "csv" and column in frame.columns:  # JSON keys may mix numbers and text
             frame[column] = frame[column].map(str, na_action="ignore")
     return _arrow_from_frame(frame, written)
+
+
+def _check_text_columns(table: pa.Table, text_columns: Sequence[str], written: str) \
+        -> pa.Table:
+    """Key columns hold scalars: a list or struct column cannot be a key."""
+    for name in text_columns:
+        if name in table.column_names and pa.types.is_nested(table.schema.field(name).type):
+            raise DataError(f"key column holds {table.schema.field(name).type} values, not "
+                            "text or numbers", file=written, column=name)
+    return table
+
+
+def _csv_columns(path: Path, written: str) -> list[str]:
+    """The header's names; a name given twice is an error (pandas renames it ``NAME.1``)."""
+    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
+                      encoding="utf-8-sig").iloc[0].tolist()
+    repeated = sorted({name for name in raw if name and raw.count(name) > 1})
+    if repeated:
+        raise DataError(f"duplicate column names: {', '.join(repeated)}", file=written,
+                        column=repeated[0])
+    return list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
+
+
+def _csv_missing_values(header: Sequence[str], text_columns: Sequence[str]) \
+        -> dict[str, Any]:
+    """Only an empty cell is a missing key: ``NA``, ``None`` or ``null`` are keys as written.
+
+    Other columns keep pandas' usual missing-value words. Without this a key such as
+    ``NA`` would be lost on a CSV round trip (written as text, read back as null).
+    """
+    if not text_columns:
+        return {}
+    defaults = sorted(STR_NA_VALUES)
+    return {"keep_default_na": False,
+            "na_values": {c: [""] if c in text_columns else defaults for c in header}}
 
 
 def read_jsonl(path: Path, written: str) -> pd.DataFrame:
@@ -185,6 +227,9 @@ def _json_ready(table: pa.Table) -> pa.Table:
             nan = pc.fill_null(pc.is_nan(column), False)
             if pc.any(nan).as_py():
                 table = table.set_column(index, field, pc.if_else(nan, None, column))
+            if pc.any(pc.is_inf(column)).as_py():
+                raise DataError("holds an infinite value, which JSON cannot represent; "
+                                "write parquet or CSV instead", column=field.name)
     return table
 
 
@@ -233,22 +278,62 @@ def atomic_output(target: Path, written: str) -> Iterator[Path]:
 
     The temporary file is removed on any failure, so nothing partial is left behind.
     """
+    created = _missing_folders(target.parent)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent)
-        os.close(handle)
+        temp = _new_temp_file(target)
     except OSError as exc:
-        raise DataError(f"cannot create output: {exc.strerror or exc}", file=written) from None
-    temp = Path(name)
+        _remove_folders(created)
+        blocker = next((p for p in (target.parent, *target.parent.parents)
+                        if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
+        raise DataError(f"cannot create output: {reason}", file=written) from None
     try:
         yield temp
     except OSError as exc:
         temp.unlink(missing_ok=True)
+        _remove_folders(created)
         raise DataError(f"cannot write output: {exc.strerror or exc}", file=written) from None
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        _remove_folders(created)
+        if isinstance(exc, DataError) and exc.file is None:
+            exc.file = written  # a problem found while writing names the output
         raise
+
+
+def _new_temp_file(target: Path) -> Path:
+    """A new empty ``.NAME.<random>.tmp`` beside ``target``, with the umask's permissions.
+
+    (``tempfile.mkstemp`` creates mode 0600, which the rename would carry over to the
+    published table: other users of a shared folder could not read it.)
+    """
+    while True:
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temp
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating ``folder`` would create, deepest first."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove folders a failed write created (deepest first), if they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def write_json_document(payload: Any, target: Path) -> None:
