@@ -9,12 +9,13 @@ report written after a failure needs to know which tables failed and why.
 from __future__ import annotations
 
 import datetime as _dt
+import glob
 import hashlib
 import json
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -102,6 +103,18 @@ def _summary_line(spec: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
     return f"ok: input_rows={audit.get('input_rows')} output_rows={audit.get('output_rows')}"
 
 
+def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
+    """Delete the temporary files a killed run left beside this table's outputs.
+
+    Safe here and only here: Snakemake's lock keeps any other writer of these outputs
+    away while the job runs. The plain commands never do this (two may run at once).
+    """
+    for written in outputs:
+        target = Path(base_dir) / written
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def run_table(
     spec_json: str,
     *,
@@ -123,6 +136,7 @@ def run_table(
     spec = json.loads(spec_json)
     inputs, outputs = spec_paths(spec)
     Path(status).unlink(missing_ok=True)
+    remove_stale_temporaries(outputs, base_dir)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as handle:
         record: dict[str, Any] = {

@@ -502,6 +502,8 @@ def _path_problems(kind: str, raw: Mapping[str, Any], where: str, root: str, out
         if not isinstance(path, str) or not path:
             continue
         message = _format_problem(path)
+        if not is_input and path.endswith(("/", os.sep)):
+            message = "names a folder (ends with a path separator), not a table file"
         if message:
             problems.add(f"{where} field {name!r}", message)
             continue
@@ -553,9 +555,12 @@ def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Pro
         for name, path in (("report_json", section.report_json),
                            ("report_md", section.report_md)):
             writers.setdefault(path, []).append(f"{section.key} {name}")
+    manifest_file = os.path.abspath(manifest.path)
     for path, who in writers.items():
         if len(who) > 1:
             problems.add(who[1], f"writes the same file as {who[0]}: {path}")
+        if os.path.abspath(path) == manifest_file:
+            problems.add(who[0], f"would overwrite the manifest itself: {path}")
 
     producer = {manifest.resolve(t.out): t for t in entries if t.out}
     outputs = set(writers)

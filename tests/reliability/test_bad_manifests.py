@@ -219,7 +219,7 @@ def test_battery_covers_every_mistake(outcomes: dict[str, Outcome]) -> None:
         assert all(" field '" in p for p in problems), problems
 
 
-KNOWN_GAPS = [
+MANIFEST_OVERWRITES = [
     pytest.param("manifest.json", '{"tables": [{"id": "a", "features": "f.csv", '
                  '"labels": ["l.csv"], "out": "manifest.json"}]}', "field 'out'",
                  id="out-overwrites-the-manifest"),
@@ -231,10 +231,9 @@ KNOWN_GAPS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="manifest.py does not check these yet (see the "
-                   "reliability report): the run overwrites the manifest or fails per job")
-@pytest.mark.parametrize(("name", "manifest", "expect"), KNOWN_GAPS)
-def test_known_manifest_gaps(tmp_path: Path, name: str, manifest: str, expect: str) -> None:
+@pytest.mark.parametrize(("name", "manifest", "expect"), MANIFEST_OVERWRITES)
+def test_outputs_that_would_overwrite_the_manifest_or_name_a_folder(
+        tmp_path: Path, name: str, manifest: str, expect: str) -> None:
     write_files(tmp_path, {**INPUTS, name: manifest})
     before = tree(tmp_path)
     done = run_snakemake(tmp_path, "-c", "1", manifest=name)
