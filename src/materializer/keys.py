@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from materializer.errors import UsageError
 
@@ -78,24 +80,116 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pd.Series:
     return stripped.where(stripped.str.len() > 0, None)
 
 
+@dataclass(frozen=True)
+class KeyColumn:
+    """A normalised key column as codes into its distinct keys.
+
+    A per-frame table repeats each clip's key hundreds of times; matching and counting
+    on integer codes instead of a million Python strings keeps the join near the cost
+    of reading the table. ``uniques`` are the distinct keys in order of first
+    appearance; ``codes`` holds one position per row, -1 where the row has no key.
+    """
+
+    codes: np.ndarray
+    uniques: np.ndarray
+
+    @classmethod
+    def empty(cls) -> KeyColumn:
+        return cls(np.empty(0, dtype=np.intp), np.empty(0, dtype=object))
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def unkeyed(self) -> np.ndarray:
+        """Rows without a key (null, blank, or the regex did not match)."""
+        return self.codes < 0
+
+    def to_series(self, index: pd.Index | None = None) -> pd.Series:
+        keys = np.full(len(self.codes), None, dtype=object)
+        present = ~self.unkeyed
+        keys[present] = self.uniques[self.codes[present]]
+        return pd.Series(keys, index=index, dtype=object)
+
+
 def normalize(
     values: pd.Series | pa.ChunkedArray | pa.Array,
     column: str,
     mode: str,
     regex: re.Pattern[str] | None,
 ) -> pd.Series:
-    """Normalise one key column: text, then the mode, then the side's regex if any.
+    """Normalise one key column: text, then the mode, then the side's regex if any."""
+    index = values.index if isinstance(values, pd.Series) else None
+    return normalize_codes(values, column, mode, regex).to_series(index)
 
-    The work runs once per distinct value (``pd.factorize``), so a per-frame table with
-    hundreds of rows per clip costs little more than its distinct clips.
+
+def normalize_codes(
+    values: pd.Series | pa.ChunkedArray | pa.Array,
+    column: str,
+    mode: str,
+    regex: re.Pattern[str] | None,
+) -> KeyColumn:
+    """``normalize`` as codes: the text work runs once per distinct value.
+
+    Two raw values may normalise to one key (two folders, one basename), so the
+    normalised distinct values are factorised again.
     """
+    raw_codes, distinct = _factorize(values)
+    normalized = _normalize_distinct(distinct, column, mode, regex).to_numpy(object)
+    return _recode(raw_codes, normalized)
+
+
+class KeyNormalizer:
+    """``normalize_codes`` for the record batches of one column, remembering text keys.
+
+    The streaming path sees the same clips in every batch of both passes; each distinct
+    text value is normalised once per run. Non-text columns are normalised per batch
+    (their text form depends on the batch's other values, see ``as_text``).
+    """
+
+    def __init__(self, column: str, mode: str, regex: re.Pattern[str] | None) -> None:
+        self.column, self.mode, self.regex = column, mode, regex
+        self._known: dict[str, str | None] = {}
+
+    def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
+        raw_codes, distinct = _factorize(values)
+        if not isinstance(distinct.dtype, pd.StringDtype):
+            normalized = _normalize_distinct(distinct, self.column, self.mode, self.regex)
+            return _recode(raw_codes, normalized.to_numpy(object))
+        texts = distinct.tolist()
+        new = [text for text in texts if text not in self._known]
+        if new:
+            found = _normalize_distinct(pd.Series(new, dtype=distinct.dtype), self.column,
+                                        self.mode, self.regex)
+            self._known.update(zip(new, found.to_numpy(object).tolist(), strict=True))
+        return _recode(raw_codes, np.array([self._known[t] for t in texts], dtype=object))
+
+
+def _recode(raw_codes: np.ndarray, normalized: np.ndarray) -> KeyColumn:
+    """Row codes into the distinct normalised keys (missing keys become -1)."""
+    key_codes, uniques = pd.factorize(normalized, use_na_sentinel=True)
+    codes = np.full(len(raw_codes), -1, dtype=np.intp)
+    present = raw_codes >= 0
+    codes[present] = key_codes[raw_codes[present]]
+    return KeyColumn(codes, np.asarray(uniques, dtype=object))
+
+
+def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pd.Series]:
+    """Codes per row (-1 for null) and the distinct raw values they point to."""
+    if isinstance(values, pa.ChunkedArray) and pa.types.is_dictionary(values.type):
+        values = values.unify_dictionaries().combine_chunks() if values.num_chunks \
+            else pa.array([], type=values.type)
+    if isinstance(values, pa.DictionaryArray):
+        # A parquet string column read as a dictionary: factorise the small integer
+        # indices and look at only the dictionary entries that rows use.
+        indices = pc.fill_null(values.indices, -1).to_numpy(zero_copy_only=False)
+        codes = np.full(len(indices), -1, dtype=np.intp)
+        present = indices >= 0
+        codes[present], used = pd.factorize(indices[present])
+        return codes, values.dictionary.take(pa.array(used, type=pa.int64())).to_pandas()
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    distinct = _normalize_distinct(pd.Series(uniques), column, mode, regex).to_numpy(object)
-    keys = np.empty(len(codes), dtype=object)
-    present = codes >= 0
-    keys[present] = distinct[codes[present]]
-    return pd.Series(keys, index=series.index, dtype=object)
+    return codes, pd.Series(uniques)
 
 
 def _normalize_distinct(

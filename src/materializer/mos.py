@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from materializer import keys as keymod
 from materializer import publish, tableio
@@ -33,6 +34,8 @@ LABEL_EXTRAS = {
 # (fold assignments) is never replaced by label values.
 FEATURE_OWNED_EXTRAS = ("split", "corpus", "corpus_version")
 SAMPLE_SIZE = 5
+# The status column: index 0 for a row without a label, 1 for a labelled row.
+STATUS_VALUES = pa.array(["missing-label", "ok"], type=pa.string())
 
 
 @dataclass
@@ -43,6 +46,26 @@ class LabelSet:
     files: list[dict[str, Any]] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
     types: dict[str, pa.DataType] = field(default_factory=dict)
+    _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
+    _index: pd.Index | None = field(default=None, repr=False)
+
+    @property
+    def index(self) -> pd.Index:
+        """The label keys as an index (built once: the streaming path asks per batch)."""
+        if self._index is None:
+            self._index = pd.Index(self.table["key"])
+        return self._index
+
+    def array(self, column: str) -> pa.Array:
+        """One label column as an Arrow array of its output type (built once)."""
+        if column not in self._arrays:
+            kind = self.types.get(column, pa.string())
+            self._arrays[column] = pa.array(self.table[column], from_pandas=True, type=kind)
+        return self._arrays[column]
+
+    def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
+        """The label row of each distinct feature key, -1 where there is none."""
+        return self.index.get_indexer(keys.uniques)
 
 
 def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
@@ -159,30 +182,29 @@ def check_overwrite(feature_columns: Sequence[str], targets: Sequence[str], over
                         "pass --overwrite", file=file, column=existing[0])
 
 
-def label_columns(feature_keys: pd.Series, labels: LabelSet, targets: Sequence[str],
+def label_columns(feature_keys: keymod.KeyColumn, labels: LabelSet, targets: Sequence[str],
                   status_column: str) -> dict[str, pa.Array]:
-    """The new columns for a slice of normalised feature keys, as Arrow arrays."""
-    table = labels.table
-    index = pd.Index(table["key"])
-    positions = index.get_indexer(feature_keys.where(feature_keys.notna(), None))
-    positions[feature_keys.isna().to_numpy()] = -1
-    matched = positions >= 0
-    take = np.where(matched, positions, 0)
-    missing = ~matched
+    """The new columns for a slice of normalised feature keys, as Arrow arrays.
 
-    def pick(column: str) -> pa.Array:
-        values = table[column].to_numpy()[take]
-        return pa.array(values, mask=missing, from_pandas=True, type=labels.types[column])
+    Values are taken from the label table by position on the Arrow side, so a missing
+    label, or a label whose extra is null, is null in every column type.
+    """
+    per_key = labels.positions(feature_keys)
+    positions = np.full(len(feature_keys), -1, dtype=np.intp)
+    keyed = ~feature_keys.unkeyed
+    positions[keyed] = per_key[feature_keys.codes[keyed]]
+    matched = positions >= 0
+    take = pa.array(positions, mask=~matched, type=pa.int64())
 
     columns: dict[str, pa.Array] = {
-        "mos": pick("mos"),
-        RAW_COLUMN: pick(RAW_COLUMN),
-        status_column: pa.array(np.where(matched, "ok", "missing-label")),
-        SOURCE_COLUMN: pa.array(np.where(matched, table["source"].to_numpy(object)[take], "")),
+        "mos": labels.array("mos").take(take),
+        RAW_COLUMN: labels.array(RAW_COLUMN).take(take),
+        status_column: STATUS_VALUES.take(pa.array(matched.view(np.int8))),
+        SOURCE_COLUMN: pc.fill_null(labels.array("source").take(take), ""),
     }
     for extra in labels.extras:
         if extra in targets:
-            columns[extra] = pick(extra)
+            columns[extra] = labels.array(extra).take(take)
     return columns
 
 
@@ -217,20 +239,26 @@ class Coverage:
         return self.matched_keys / self.denominator if self.denominator else 0.0
 
 
-def coverage(feature_keys: pd.Series, labels: LabelSet) -> Coverage:
+def coverage(feature_keys: keymod.KeyColumn, labels: LabelSet) -> Coverage:
     """Unique-key coverage; each row without a key counts as one more unmatched key."""
-    keyed = feature_keys.dropna()
-    unique = pd.unique(keyed.to_numpy(object))
-    known = pd.Index(labels.table["key"])
-    in_labels = known.get_indexer(unique) >= 0
-    row_matched = known.get_indexer(keyed.to_numpy(object)) >= 0
+    per_key = labels.positions(feature_keys)
+    keyed_codes = feature_keys.codes[~feature_keys.unkeyed]
+    return coverage_of(feature_keys.uniques, per_key >= 0,
+                       unkeyed_rows=int(feature_keys.unkeyed.sum()),
+                       matched_rows=int((per_key[keyed_codes] >= 0).sum()),
+                       input_rows=len(feature_keys))
+
+
+def coverage_of(uniques: np.ndarray, in_labels: np.ndarray, *, unkeyed_rows: int,
+                matched_rows: int, input_rows: int) -> Coverage:
+    """Coverage from the distinct feature keys (first-appearance order) and row counts."""
     return Coverage(
-        total_keys=len(unique),
+        total_keys=len(uniques),
         matched_keys=int(in_labels.sum()),
-        unkeyed_rows=int(feature_keys.isna().sum()),
-        matched_rows=int(row_matched.sum()),
-        input_rows=len(feature_keys),
-        unmatched_feature_keys=[str(k) for k in unique[~in_labels][:SAMPLE_SIZE]],
+        unkeyed_rows=unkeyed_rows,
+        matched_rows=matched_rows,
+        input_rows=input_rows,
+        unmatched_feature_keys=[str(k) for k in uniques[~in_labels][:SAMPLE_SIZE]],
     )
 
 
@@ -243,8 +271,9 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
             f"a key; unmatched e.g. {cov.unmatched_feature_keys[:3]})", file=file)
 
 
-def unmatched_label_keys(labels: LabelSet, feature_keys: pd.Series) -> list[str]:
-    present = pd.Index(pd.unique(feature_keys.dropna().to_numpy(object)))
+def unmatched_label_keys(labels: LabelSet, feature_uniques: np.ndarray) -> list[str]:
+    """A few label keys (in label order) that no feature row has."""
+    present = pd.Index(feature_uniques)
     missing = present.get_indexer(labels.table["key"].to_numpy(object)) < 0
     return [str(k) for k in labels.table["key"][missing].iloc[:SAMPLE_SIZE]]
 
@@ -333,15 +362,16 @@ def _materialize(features: str, labels: list[str], out: str, audit_json: str | N
                 features, labels, out, audit_json, options, run, hasher, key_column,
                 feature_regex, label_set, targets)
         table = tableio.read_table(feature_path, features, text_columns=[key_column])
-        feature_keys = keymod.normalize(table.column(key_column), key_column,
-                                        options.key_normalize, feature_regex)
+        feature_keys = keymod.normalize_codes(table.column(key_column), key_column,
+                                              options.key_normalize, feature_regex)
         cov = coverage(feature_keys, label_set)
         gate(cov, options.min_match_rate, features)
         joined = attach(table, label_columns(feature_keys, label_set, targets,
                                              options.status_column))
         kept = [c for c in FEATURE_OWNED_EXTRAS if c in label_set.extras and c not in targets]
         audit = build_audit(features, out, options, label_set, key_column, cov, labels,
-                            joined.num_rows, unmatched_label_keys(label_set, feature_keys), kept)
+                            joined.num_rows, unmatched_label_keys(label_set, feature_keys.uniques),
+                            kept)
         return publish.publish(joined, out, audit_json, audit, run, hasher,
                                {"features": features, "labels": labels})
     finally:

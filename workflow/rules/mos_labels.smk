@@ -15,6 +15,8 @@ for _table in [t for t in MANIFEST.tables if t.kind == "mos-labels"]:
             log_path(_table),
         benchmark:
             benchmark_path(_table)
+        group:
+            "tables"
         threads: 1
         resources:
             mem_mb=table_mem_mb,
