@@ -422,7 +422,7 @@ def test_snakemake_verify_checks_the_reports_without_rerunning_or_rewriting(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "materialize-verify: 10 files: 10 ok, 0 changed" in done.stderr
     assert lines(log.read_text()) == WORKFLOW_FILES
-    reports = {p: p.read_bytes() for p in (workflow_batch / "reports").iterdir()}
+    reports = {p: p.read_bytes() for p in (workflow_batch / "reports").rglob("*") if p.is_file()}
     flip_byte(workflow_batch / "data/labels.csv", offset=20)
     done = snakemake(workflow_batch, "verify")
     assert done.returncode == 1
