@@ -113,6 +113,18 @@ def test_complete_example_has_nothing_to_do_and_one_table_replots_alone(example:
     assert not {"plot_mos_labels__konvid-1k", "plot_second_opinion__konvid-1k-inlsa"} & planned
 
 
+def test_report_plots_false_plans_no_per_table_figures(tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    for name in ("workflow", "config"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = copy / "config" / "manifest.yaml"
+    manifest.write_text(manifest.read_text(encoding="utf-8") + "report_plots: false\n",
+                        encoding="utf-8")
+    planned = planned_rules(ok(snakemake(copy, "-n", snakefile=None)))
+    assert {"plot_summary", "plot_match_rate", "mos_labels__konvid-1k"} <= planned
+    assert not any(rule.startswith(("plot_mos", "plot_second")) for rule in planned)
+
+
 def failing_manifest(folder: Path) -> Path:
     """One MOS table that fails (1 of 3 labels, minimum 1.0), one that joins at 0.5."""
     data = folder / "data"

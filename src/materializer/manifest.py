@@ -115,6 +115,7 @@ class Manifest:
     path: str
     base_dir: str
     sections: list[Section] = field(default_factory=list)
+    report_plots: bool = True
     _producers: dict[str, Table] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -394,7 +395,8 @@ def load_manifest(
         root = manifest_dir
     if not os.path.isdir(root):
         problems.add("field 'base_dir'", f"is not a directory: {root}")
-    manifest = Manifest(path=manifest_path, base_dir=root)
+    manifest = Manifest(path=manifest_path, base_dir=root,
+                        report_plots=data.get("report_plots") is not False)
     stem = Path(manifest_path).name.split(".")[0] or "manifest"
     reports = report_dir or os.path.join(os.getcwd(), DEFAULT_REPORT_DIR, stem)
 

@@ -484,7 +484,7 @@ class PlottedTable:
 
 
 def report_targets(layout: PlotLayout, tables: Sequence[PlottedTable],
-                   batch_reports: Sequence[str], *, reporting: bool,
+                   batch_reports: Sequence[str], *, reporting: bool, has_mos: bool,
                    log: Any = None) -> list[str]:
     """Every file the report shows; in report mode (no job runs) only what exists.
 
@@ -492,7 +492,6 @@ def report_targets(layout: PlotLayout, tables: Sequence[PlottedTable],
     ``snakemake --report`` ("marked for report but does not exist"). After a failed run
     the summary is rebuilt from the batch reports here, as the summary job could not run.
     """
-    has_mos = any(t.kind == MOS for t in tables)
     if not reporting:
         targets = layout.summary_files(has_mos)
         for table in tables:

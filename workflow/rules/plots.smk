@@ -8,9 +8,11 @@ from materializer import plots
 PLOTS = plots.PlotLayout(
     os.path.join(os.path.dirname(shown(MANIFEST.sections[0].report_json)), "plots")
 )
+# `report_plots: false` in the manifest leaves out the per-table figures (thousands of
+# tables); the summary and the match-rate chart are always made.
+PER_TABLE = MANIFEST.tables if MANIFEST.report_plots else []
 PLOTTED_TABLES = [
-    plots.PlottedTable(t.kind, t.id, smk(t.out), smk(t.audit_json))
-    for t in MANIFEST.tables
+    plots.PlottedTable(t.kind, t.id, smk(t.out), smk(t.audit_json)) for t in PER_TABLE
 ]
 BATCH_REPORTS = [shown(s.report_json) for s in MANIFEST.sections]
 # `snakemake --report` (without --report-after-run) runs no job: it gets only the plots
@@ -19,6 +21,7 @@ PLOT_TARGETS = plots.report_targets(
     PLOTS,
     PLOTTED_TABLES,
     BATCH_REPORTS,
+    has_mos=any(s.kind == "mos-labels" for s in MANIFEST.sections),
     reporting="--report-after-run" not in sys.argv
     and any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv),
     log=sys.stderr,
@@ -69,7 +72,7 @@ if any(s.kind == "mos-labels" for s in MANIFEST.sections):
             "../scripts/plot_match_rate.py"
 
 
-for _table in [t for t in MANIFEST.tables if t.kind == "mos-labels"]:
+for _table in [t for t in PER_TABLE if t.kind == "mos-labels"]:
 
     rule:
         name:
@@ -100,7 +103,7 @@ for _table in [t for t in MANIFEST.tables if t.kind == "mos-labels"]:
             plots.mos_plots(params.table_id, input, output, log[0])
 
 
-for _table in [t for t in MANIFEST.tables if t.kind == "second-opinion"]:
+for _table in [t for t in PER_TABLE if t.kind == "second-opinion"]:
 
     rule:
         name:
