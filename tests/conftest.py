@@ -77,3 +77,34 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` with its bytes (to prove nothing changed or appeared)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}
+
+
+# --- running the workflow as a user does -------------------------------------------
+
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+def snakemake(cwd: Path, *args: str, snakefile: Path | None = SNAKEFILE) \
+        -> subprocess.CompletedProcess[str]:
+    """Run snakemake as a user does (with the project's default workflow profile)."""
+    command = [str(SNAKEMAKE), "-c2", *args]
+    if snakefile is not None:
+        command[1:1] = ["-s", str(snakefile)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+def write_csv(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+def planned_rules(done: subprocess.CompletedProcess[str]) -> set[str]:
+    """The rule names a dry run would execute (from its job-stats table)."""
+    text = done.stdout + done.stderr
+    if "Nothing to be done" in text:
+        return set()
+    stats = text.split("Job stats:")[1].split("total")[0]
+    return {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}

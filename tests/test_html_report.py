@@ -8,34 +8,18 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import ok, planned_rules, snakemake
 
 from materializer import plots
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 CHROMIUM = Path("/usr/bin/chromium")
 TITLE = "Video-quality label refresh"
-
-
-def snakemake(cwd: Path, *args: str, snakefile: Path | None = SNAKEFILE) \
-        -> subprocess.CompletedProcess[str]:
-    """Run snakemake as a user does (with the project's default workflow profile)."""
-    command = [str(SNAKEMAKE), "-c2", *args]
-    if snakefile is not None:
-        command[1:1] = ["-s", str(snakefile)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def embedded(report: Path, name: str) -> object:
@@ -44,14 +28,6 @@ def embedded(report: Path, name: str) -> object:
     match = re.search(rf'<script id="{name}">\s*var \w+ = (.*?);\s*</script>', text, re.S)
     assert match, f"no {name} in the report"
     return json.loads(match.group(1))
-
-
-def planned_rules(done: subprocess.CompletedProcess[str]) -> set[str]:
-    text = done.stdout + done.stderr
-    if "Nothing to be done" in text:
-        return set()
-    stats = text.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}
 
 
 @pytest.fixture(scope="module")

@@ -6,49 +6,17 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import ok, planned_rules, snakemake, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 TIMES = ("started_at", "finished_at")
 SUMMARY_PLOTS = ("plot_summary", "plot_match_rate")  # rerun whenever the batch reports do
-
-
-def snakemake(cwd: Path, *args: str, snakefile: Path | None = SNAKEFILE) \
-        -> subprocess.CompletedProcess[str]:
-    """Run snakemake as a user does (with the project's default workflow profile)."""
-    command = [str(SNAKEMAKE), "-c2", *args]
-    if snakefile is not None:
-        command[1:1] = ["-s", str(snakefile)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-
-
-def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
-
-
-def write_csv(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def planned_rules(done: subprocess.CompletedProcess[str]) -> set[str]:
-    """The rule names a dry run would execute (from its job-stats table)."""
-    text = done.stdout + done.stderr
-    if "Nothing to be done" in text:
-        return set()
-    stats = text.split("Job stats:")[1].split("total")[0]
-    return {line.split()[0] for line in stats.splitlines()[3:] if line.strip()}
 
 
 def mtimes(folder: Path) -> dict[str, int]:

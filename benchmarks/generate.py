@@ -1,0 +1,140 @@
+"""Generate KoNViD-shaped benchmark data: per-frame feature tables, labels, manifests.
+
+A feature table has one row per frame: ``path`` (``KoNViD_1k_videos/<10 digits>.mp4``,
+many frames per clip, clips in order), ``frame`` (int32) and ``n_features`` float32
+feature columns. Labels are a CSV ``flickr_id,mos`` (1-5) for every clip. Tables are
+written in row groups of ``ROW_GROUP`` rows, so a 50M-row table is generated in
+bounded memory.
+
+    python benchmarks/generate.py table --rows 1000000 --out benchmarks/data/t1m.parquet
+    python benchmarks/generate.py manifest --tables 100 --rows 1000 --dir benchmarks/data/m100
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ROW_GROUP = 1 << 20
+FRAMES_PER_CLIP = 240
+N_FEATURES = 30
+REGEX = r"([0-9]{10})\.mp4$"
+FIRST_ID = 3_000_000_000
+
+
+def clip_ids(rows: int, frames_per_clip: int) -> np.ndarray:
+    """Distinct 10-digit Flickr-like ids, one per clip (deterministic)."""
+    clips = -(-rows // frames_per_clip)
+    return FIRST_ID + np.arange(clips, dtype=np.int64) * 7919
+
+
+def _chunk(start: int, stop: int, ids: np.ndarray, frames_per_clip: int,
+           n_features: int, rng: np.random.Generator) -> pa.Table:
+    """Rows [start, stop) of the table."""
+    rows = np.arange(start, stop, dtype=np.int64)
+    clip = rows // frames_per_clip
+    # Dictionary-encode on the fly: only the clips in this chunk are formatted as text.
+    first, last = int(clip[0]), int(clip[-1])
+    names = pa.array([f"KoNViD_1k_videos/{i}.mp4" for i in ids[first:last + 1]])
+    columns: dict[str, pa.Array] = {
+        "path": names.take(pa.array(clip - first)),
+        "frame": pa.array((rows % frames_per_clip).astype(np.int32)),
+    }
+    values = rng.standard_normal((n_features, stop - start), dtype=np.float32)
+    for index in range(n_features):
+        columns[f"f{index:02d}"] = pa.array(values[index])
+    return pa.table(columns)
+
+
+def write_table(out: Path, rows: int, *, n_features: int = N_FEATURES,
+                frames_per_clip: int = FRAMES_PER_CLIP, seed: int = 0) -> None:
+    """Write a feature table of ``rows`` rows to ``out`` (parquet), row group by row group."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")  # an interrupted run leaves no table
+    ids = clip_ids(max(rows, 1), frames_per_clip)
+    rng = np.random.default_rng(seed)
+    writer = None
+    try:
+        for start in range(0, rows, ROW_GROUP):
+            table = _chunk(start, min(rows, start + ROW_GROUP), ids, frames_per_clip,
+                           n_features, rng)
+            writer = writer or pq.ParquetWriter(partial, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    partial.replace(out)
+
+
+def write_labels(out: Path, rows: int, frames_per_clip: int = FRAMES_PER_CLIP,
+                 seed: int = 1) -> None:
+    """A KoNViD-1k-like label CSV (``flickr_id,mos``) covering every clip of the table."""
+    ids = clip_ids(max(rows, 1), frames_per_clip)
+    mos = np.round(np.random.default_rng(seed).uniform(1.0, 5.0, len(ids)), 4)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["flickr_id,mos"] + [f"{i},{m}" for i, m in zip(ids.tolist(), mos.tolist(),
+                                                               strict=True)]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None = None,
+                   report_plots: bool = True) -> Path:
+    """``tables`` small tables, each with its own feature file; returns manifest.yaml.
+
+    Table ``i`` reads label file ``i % label_files`` (default: one label file per table,
+    so changing one label file reruns exactly one table and the report).
+    """
+    label_files = label_files or tables
+    data = folder / "data"
+    for index in range(tables):
+        write_table(data / f"features-{index:04d}.parquet", rows, seed=index)
+    for index in range(label_files):
+        write_labels(data / f"labels-{index:04d}.csv", rows, seed=index)
+    entries = [{
+        "id": f"t{index:04d}",
+        "features": f"data/features-{index:04d}.parquet",
+        "labels": [f"data/labels-{index % label_files:04d}.csv"],
+        "out": f"results/mos/t{index:04d}.parquet",
+        "audit_json": f"results/mos/t{index:04d}.audit.json",
+    } for index in range(tables)]
+    manifest = {
+        "defaults": {"feature_key_column": "path", "label_key_column": "flickr_id",
+                     "feature_key_regex": REGEX},
+        "report_json": "results/reports/mos-labels.json",
+        "report_md": "results/reports/mos-labels.md",
+        "tables": entries,
+    }
+    if not report_plots:  # no per-table figures (one job each) in the HTML report
+        manifest["report_plots"] = False
+    path = folder / "manifest.yaml"
+    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    table = sub.add_parser("table", help="one feature table and its labels")
+    table.add_argument("--rows", type=int, required=True)
+    table.add_argument("--out", type=Path, required=True, help="features .parquet")
+    table.add_argument("--labels", type=Path, help="labels .csv (default: beside --out)")
+    table.add_argument("--features", type=int, default=N_FEATURES)
+    manifest = sub.add_parser("manifest", help="a folder with a manifest of small tables")
+    manifest.add_argument("--tables", type=int, required=True)
+    manifest.add_argument("--rows", type=int, default=1000)
+    manifest.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args()
+    if args.what == "table":
+        write_table(args.out, args.rows, n_features=args.features)
+        write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows)
+    else:
+        print(write_manifest(args.dir, args.tables, args.rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Plot wall time and peak memory against rows; print the README's tables.
+
+Reads ``benchmarks/results/*.json`` (written by ``run.py``).
+
+    python benchmarks/plot.py            # writes benchmarks/scaling.png, prints markdown
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SERIES = {"floor": ("floor (pyarrow read + write)", "tab:gray", "o"),
+          "materializer": ("materialize-mos-labels", "tab:blue", "s")}
+
+
+def load() -> list[dict]:
+    found = [json.loads(p.read_text()) for p in (HERE / "results").glob("rows-*.json")]
+    return sorted(found, key=lambda r: r["rows"])
+
+
+def markdown(results: list[dict]) -> str:
+    """The figures as markdown tables: one row per table size and case, one per manifest."""
+    lines = ["| Rows | Path | Case | Wall s | CPU s | Peak MiB | Wall / floor | CPU / floor "
+             "| Peak / floor |", "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        floor = result["results"]["floor"]
+        path = "streaming" if result["streamed"] else "in memory"
+        for case, found in result["results"].items():
+            lines.append(
+                f"| {result['rows']:,} | {path} | {case} | {found['wall_s']:.2f} | "
+                f"{found['cpu_s']:.2f} | {found['peak_mib']:.0f} | "
+                f"{found['wall_s'] / floor['wall_s']:.2f} | "
+                f"{found['cpu_s'] / floor['cpu_s']:.2f} | "
+                f"{found['peak_mib'] / floor['peak_mib']:.2f} |")
+    manifests = sorted((json.loads(p.read_text()) for p in
+                        (HERE / "results").glob("manifest-*.json")),
+                       key=lambda m: (m["tables"], not m.get("report_plots", True)))
+    if manifests:
+        lines += ["", "| Tables | Plan s | Full run s | One change: plan s | rerun s | "
+                  "No-op plan s | Rerun rewrote |", "|---:|---:|---:|---:|---:|---:|---|"]
+        for manifest in manifests:
+            figures = {k: v["wall_s"] for k, v in manifest["results"].items()}
+            rerun = manifest.get("rerun_after_one_change")
+            plots = "" if manifest.get("report_plots", True) else " (`report_plots: false`)"
+            lines.append(
+                f"| {manifest['tables']:,}{plots} | {figures['plan']:.1f} | "
+                f"{figures['full_run']:.1f} "
+                f"| {figures['one_change_plan']:.1f} | {figures['one_change_rerun']:.1f} | "
+                f"{figures['noop_plan']:.1f} | "
+                f"{', '.join(rerun) if rerun is not None else 'not recorded'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = load()
+    print(markdown(results))
+    rows = [r["rows"] for r in results]
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, (label, colour, marker) in SERIES.items():
+        walls = [r["results"][name]["wall_s"] for r in results]
+        peaks = [r["results"][name]["peak_mib"] for r in results]
+        time_axis.plot(rows, walls, marker=marker, color=colour, label=label)
+        memory_axis.plot(rows, peaks, marker=marker, color=colour, label=label)
+    floor_walls = [1.5 * r["results"]["floor"]["wall_s"] for r in results]
+    floor_peaks = [1.5 * r["results"]["floor"]["peak_mib"] for r in results]
+    time_axis.plot(rows, floor_walls, ls="--", color="tab:gray", lw=1, label="1.5 x floor")
+    memory_axis.plot(rows, floor_peaks, ls="--", color="tab:gray", lw=1, label="1.5 x floor")
+    memory_axis.axhline(2048, ls=":", color="tab:red", lw=1, label="2 GiB")
+    for axis, title, unit in ((time_axis, "Wall time (median)", "seconds"),
+                              (memory_axis, "Peak memory (max RSS)", "MiB")):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel("rows (30 float features, KoNViD-shaped path keys)")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    stamp = results[-1]["machine"] if results else {}
+    figure.suptitle(f"MOS join vs floor on {stamp.get('nproc', '?')} cores, "
+                    f"{stamp.get('cpu', '')}, {stamp.get('date', '')[:10]}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(HERE / "scaling.png", dpi=110)
+    print(f"wrote {HERE / 'scaling.png'}")
+
+
+if __name__ == "__main__":
+    main()
