@@ -6,13 +6,14 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from conftest import ok, planned_rules, snakemake, write_csv
+from conftest import SNAKEFILE, SNAKEMAKE, ok, planned_rules, snakemake, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES = ("started_at", "finished_at")
@@ -476,3 +477,19 @@ def test_example_runs_with_no_config_file(tmp_path: Path) -> None:
     assert [t["summary"]["matched_rows"] for t in mos_report["tables"]] == [1200, 585]
     assert so_report["summary"]["output_rows"] == 1785
     assert planned_rules(ok(snakemake(copy, "-n", snakefile=None))) == set()
+
+
+def test_streamed_table_logs_its_progress_in_its_own_log(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"clip_id": [f"c{i % 50}" for i in range(2000)], "x": range(2000)})
+    frame.to_parquet(tmp_path / "f.parquet", index=False)
+    write_csv(tmp_path / "l.csv", "clip_id,mos\n" + "".join(f"c{i},3.0\n" for i in range(50)))
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"tables": [
+        {"id": "big", "features": "f.parquet", "labels": ["l.csv"], "out": "o.parquet"}]}))
+    env = {**os.environ, "MATERIALIZER_STREAM": "always", "MATERIALIZER_BATCH_ROWS": "500",
+           "MATERIALIZER_PROGRESS_SECONDS": "0"}
+    done = subprocess.run([str(SNAKEMAKE), "-s", str(SNAKEFILE), "-c1", "--configfile",
+                           "m.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (tmp_path / "logs" / "mos-labels" / "big.log").read_text()
+    assert "2000/2000 rows (100%)" in log and "rows/s" in log

@@ -8,14 +8,17 @@ report written after a failure needs to know which tables failed and why.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob
 import hashlib
 import json
+import logging
 import os
 import sys
+import threading
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -159,7 +162,8 @@ def run_table(
             table_id=spec["id"],
         )
         try:
-            audit = _join(spec, run)
+            with _progress_to(handle):
+                audit = _join(spec, run)
         except MaterializeError as exc:
             exc.with_table(spec["id"])
             _fail(handle, status, record, str(exc))
@@ -172,6 +176,32 @@ def run_table(
         write_status(status, record)
         _log(handle, _summary_line(spec, audit))
     return audit
+
+
+class _ThisThread(logging.Filter):
+    """Jobs run in threads of one process: each log file gets only its own job's lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+@contextlib.contextmanager
+def _progress_to(handle: TextIO) -> Iterator[None]:
+    """Send the library's progress lines (long streamed joins) to the job's log."""
+    logger = logging.getLogger("materializer")
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(handle)
+    handler.addFilter(_ThisThread())
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _fail(handle: TextIO, status: str, record: dict[str, Any], message: str) -> None:
