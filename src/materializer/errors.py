@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class MaterializeError(Exception):
     """An expected failure with a one-line, user-facing message.
@@ -54,3 +57,14 @@ class UsageError(MaterializeError):
     """The request itself is wrong: a flag, an option value, a path (exit 2)."""
 
     exit_code = 2
+
+
+@contextlib.contextmanager
+def naming_table(table_id: str | None) -> Iterator[None]:
+    """Add the manifest table id to any expected error raised inside."""
+    try:
+        yield
+    except MaterializeError as exc:
+        if table_id:
+            exc.with_table(table_id)
+        raise

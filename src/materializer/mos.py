@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from materializer import keys as keymod
 from materializer import publish, tableio
-from materializer.errors import DataError, MaterializeError, UsageError
+from materializer.errors import DataError, UsageError, naming_table
 from materializer.options import MosOptions, compile_regex
 from materializer.provenance import InputHasher, RunContext
 
@@ -327,12 +327,8 @@ def materialize_mos_labels(
     """
     options = options or MosOptions()
     run = run or RunContext("materialize-mos-labels")
-    try:
+    with naming_table(run.table_id):
         return _materialize(features, list(labels), out, audit_json, options, run)
-    except MaterializeError as exc:
-        if run.table_id:
-            exc.with_table(run.table_id)
-        raise
 
 
 def _materialize(features: str, labels: list[str], out: str, audit_json: str | None,

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from materializer import keys as keymod
 from materializer import publish, tableio
-from materializer.errors import DataError, MaterializeError, UsageError
+from materializer.errors import DataError, UsageError, naming_table
 from materializer.mos import attach
 from materializer.options import ScoreSpec, SecondOpinionOptions
 from materializer.provenance import InputHasher, RunContext
@@ -233,13 +233,9 @@ def materialize_second_opinion(
     """
     options = options or SecondOpinionOptions()
     run = run or RunContext("materialize-second-opinion-features")
-    try:
+    with naming_table(run.table_id):
         return _materialize(features, [ScoreSpec.parse(s) for s in scores], out, audit_json,
                             options, run)
-    except MaterializeError as exc:
-        if run.table_id:
-            exc.with_table(run.table_id)
-        raise
 
 
 def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: str | None,
