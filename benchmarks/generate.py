@@ -13,6 +13,7 @@ bounded memory.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,18 +84,22 @@ def write_labels(out: Path, rows: int, frames_per_clip: int = FRAMES_PER_CLIP,
 
 
 def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None = None,
-                   report_plots: bool = True) -> Path:
-    """``tables`` small tables, each with its own feature file; returns manifest.yaml.
+                   report_plots: bool | None = None, fmt: str = "yaml") -> Path:
+    """``tables`` small tables, each with its own feature file; returns the manifest.
 
     Table ``i`` reads label file ``i % label_files`` (default: one label file per table,
-    so changing one label file reruns exactly one table and the report).
+    so changing one label file reruns exactly one table and the report). Data already in
+    ``folder/data`` is kept. ``report_plots`` None leaves the key out (the default);
+    ``fmt`` is ``yaml`` or ``json``.
     """
     label_files = label_files or tables
     data = folder / "data"
     for index in range(tables):
-        write_table(data / f"features-{index:04d}.parquet", rows, seed=index)
+        if not (data / f"features-{index:04d}.parquet").exists():
+            write_table(data / f"features-{index:04d}.parquet", rows, seed=index)
     for index in range(label_files):
-        write_labels(data / f"labels-{index:04d}.csv", rows, seed=index)
+        if not (data / f"labels-{index:04d}.csv").exists():
+            write_labels(data / f"labels-{index:04d}.csv", rows, seed=index)
     entries = [{
         "id": f"t{index:04d}",
         "features": f"data/features-{index:04d}.parquet",
@@ -102,17 +107,19 @@ def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None
         "out": f"results/mos/t{index:04d}.parquet",
         "audit_json": f"results/mos/t{index:04d}.audit.json",
     } for index in range(tables)]
-    manifest = {
+    manifest: dict[str, object] = {
         "defaults": {"feature_key_column": "path", "label_key_column": "flickr_id",
                      "feature_key_regex": REGEX},
         "report_json": "results/reports/mos-labels.json",
         "report_md": "results/reports/mos-labels.md",
         "tables": entries,
     }
-    if not report_plots:  # no per-table figures (one job each) in the HTML report
-        manifest["report_plots"] = False
-    path = folder / "manifest.yaml"
-    path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    if report_plots is not None:
+        manifest["report_plots"] = report_plots
+    path = folder / f"manifest.{fmt}"
+    text = json.dumps(manifest, indent=1) if fmt == "json" \
+        else yaml.safe_dump(manifest, sort_keys=False)
+    path.write_text(text + ("\n" if fmt == "json" else ""))
     return path
 
 

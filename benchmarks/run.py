@@ -9,6 +9,7 @@ the child's own ``wait4`` rusage. Runs are interleaved (floor, materializer, flo
     python benchmarks/run.py rows --rows 1000000 10000000 --repeat 3
     python benchmarks/run.py rows --rows 50000000 --repeat 1
     python benchmarks/run.py manifests --tables 10 100 1000
+    python benchmarks/run.py manifests --tables 1000 --report-plots true --format json
 """
 
 from __future__ import annotations
@@ -137,37 +138,50 @@ def bench_rows(rows: int, features: int, repeat: int, forced: bool) -> dict[str,
 # --- many small tables -----------------------------------------------------------------
 
 
-def snakemake(folder: Path, *extra: str) -> list[str]:
+PLOTS = {"auto": None, "true": True, "false": False}
+
+
+def variant(tables: int, plots: str, fmt: str) -> str:
+    """Result and folder name: ``manifest-1000``, ``manifest-1000-plots-true-json``, ..."""
+    return f"manifest-{tables}" + ("" if plots == "auto" else f"-plots-{plots}") \
+        + ("" if fmt == "yaml" else f"-{fmt}")
+
+
+def snakemake(folder: Path, manifest: Path, *extra: str) -> list[str]:
     return [str(BIN / "snakemake"), "-s", str(ROOT / "workflow" / "Snakefile"), "-d",
-            str(folder), "--configfile", str(folder / "manifest.yaml"), "-c", "2", *extra]
+            str(folder), "--configfile", str(manifest), "-c", "2", *extra]
 
 
-def bench_manifest(tables: int, rows: int, plots: bool) -> dict[str, Any]:
+def bench_manifest(tables: int, rows: int, plots: str, fmt: str) -> dict[str, Any]:
     """Plan, full run and one-label-change rerun of a manifest of ``tables`` tables."""
-    folder = DATA / f"manifest-{tables}{'' if plots else '-noplots'}"
-    if not (folder / "manifest.yaml").exists():
-        print(f"generating {folder.name} ...", flush=True)
-        generate.write_manifest(folder, tables, rows, report_plots=plots)
+    folder = DATA / variant(tables, plots, fmt)
+    shared = DATA / f"tables-{tables}"  # the tables' data, generated once per count
+    if not (shared / "data").exists():
+        print(f"generating {shared.name} ...", flush=True)
+        generate.write_manifest(shared, tables, rows)
+    if not (folder / "data").exists():
+        shutil.copytree(shared / "data", folder / "data")
+    manifest = generate.write_manifest(folder, tables, rows, report_plots=PLOTS[plots],
+                                       fmt=fmt)
     for produced in ("results", ".snakemake", "logs"):
         shutil.rmtree(folder / produced, ignore_errors=True)
-    figures = {"plan": measure(snakemake(folder, "-n"), folder),
-               "full_run": measure(snakemake(folder), folder)}
+    figures = {"plan": measure(snakemake(folder, manifest, "-n"), folder),
+               "full_run": measure(snakemake(folder, manifest), folder)}
     before = output_times(folder)
     if len(before) != tables:
         raise RuntimeError(f"{len(before)} of {tables} tables written")
     label = folder / "data" / "labels-0000.csv"
     label.write_text(label.read_text() + f"9{time.time_ns() % 10**9:09d},3.0\n")
-    figures["one_change_plan"] = measure(snakemake(folder, "-n"), folder)
-    figures["one_change_rerun"] = measure(snakemake(folder), folder)
+    figures["one_change_plan"] = measure(snakemake(folder, manifest, "-n"), folder)
+    figures["one_change_rerun"] = measure(snakemake(folder, manifest), folder)
     after = output_times(folder)
     rerun = sorted(name for name, when in after.items() if before.get(name) != when)
-    figures["noop_plan"] = measure(snakemake(folder, "-n"), folder)
+    figures["noop_plan"] = measure(snakemake(folder, manifest, "-n"), folder)
     for name, figure in figures.items():
-        print(f"  {tables} tables {name}: {figure['wall_s']:.2f} s wall, "
+        print(f"  {variant(tables, plots, fmt)} {name}: {figure['wall_s']:.2f} s wall, "
               f"{figure['cpu_s']:.2f} s CPU, {figure['peak_mib']:.0f} MiB", flush=True)
     return {"tables": tables, "rows_per_table": rows, "report_plots": plots,
-            "results": figures,
-            "rerun_after_one_change": rerun}
+            "manifest_format": fmt, "results": figures, "rerun_after_one_change": rerun}
 
 
 def output_times(folder: Path) -> dict[str, int]:
@@ -195,8 +209,10 @@ def main() -> None:
     many = sub.add_parser("manifests", help="plan, run and rerun manifests of small tables")
     many.add_argument("--tables", type=int, nargs="+", default=[10, 100, 1000])
     many.add_argument("--rows", type=int, default=1000, help="rows per table")
-    many.add_argument("--no-report-plots", action="store_true",
-                      help="set report_plots: false (no per-table figures)")
+    many.add_argument("--report-plots", choices=PLOTS, default="auto",
+                      help="report_plots in the manifest (auto: leave it out)")
+    many.add_argument("--format", choices=("yaml", "json"), default="yaml",
+                      help="manifest file format")
     args = parser.parse_args()
     info = machine()
     print(f"{info['cpu']}, {info['nproc']} cores, {info['ram_gib']} GiB, load "
@@ -207,10 +223,10 @@ def main() -> None:
             save(f"rows-{count}", {"machine": info,
                                    **bench_rows(count, args.features, args.repeat, forced)})
     else:
-        plots = not args.no_report_plots
         for count in args.tables:
-            save(f"manifest-{count}{'' if plots else '-noplots'}",
-                 {"machine": info, **bench_manifest(count, args.rows, plots)})
+            save(variant(count, args.report_plots, args.format),
+                 {"machine": info,
+                  **bench_manifest(count, args.rows, args.report_plots, args.format)})
 
 
 if __name__ == "__main__":

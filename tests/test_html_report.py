@@ -241,5 +241,41 @@ def test_summary_escapes_errors_and_names_tables_below_their_minimum(tmp_path: P
     assert "commit <code>unknown</code>" in summary
     caption = (tmp_path / "m.html").read_text(encoding="utf-8")
     assert "Lowest match rate: <b>a</b> (0.800)" in caption
-    assert "Below their minimum: a." in caption and "Failed (drawn as 0): c." in caption
+    assert "Below their minimum (1): a." in caption and "Failed, drawn as 0 (1): c." in caption
     assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_match_rate_chart_of_many_tables_sorts_rates_and_shortens_the_caption(
+        tmp_path: Path) -> None:
+    tables = [{"id": f"t{i:03d}", "status": "ok", "config": {"min_match_rate": 0.5},
+               "summary": {"match_rate": 0.3 if i % 2 else 0.9}} for i in range(60)]
+    report = {"schema": "mos-label-materializer-batch-v1", "tables": tables}
+    png, caption = tmp_path / "m.png", tmp_path / "m.html"
+    plots.match_rate_chart([report], str(png), str(caption))
+    text = caption.read_text(encoding="utf-8")
+    assert text.startswith("<p>60 MOS tables. Lowest match rate: <b>t001</b> (0.300).")
+    below = ", ".join(f"t{i:03d}" for i in range(1, 40, 2))
+    assert f"Below their minimum (30): {below} and 10 more." in text
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("tables", "setting", "figures"), [
+    (100, None, True), (101, None, False), (101, True, True), (3, False, False)])
+def test_per_table_figures_by_default_only_up_to_100_tables(
+        tmp_path: Path, tables: int, setting: bool | None, figures: bool) -> None:
+    write = tmp_path / "data"
+    write.mkdir()
+    (write / "feat.csv").write_text("clip_id,psnr\nc1,40\n", encoding="utf-8")
+    (write / "labels.csv").write_text("clip_id,mos\nc1,3.0\n", encoding="utf-8")
+    manifest = {"tables": [{"id": f"t{i:03d}", "features": "data/feat.csv",
+                            "labels": ["data/labels.csv"], "out": f"out/t{i:03d}.csv"}
+                           for i in range(tables)]}
+    if setting is not None:
+        manifest["report_plots"] = setting
+    (tmp_path / "m.json").write_text(json.dumps(manifest), encoding="utf-8")
+    done = ok(snakemake(tmp_path, "-n", "--configfile", "m.json"))
+    planned = planned_rules(done)
+    assert {"mos_labels__t000", f"mos_labels__t{tables - 1:03d}", "plot_summary"} <= planned
+    assert ("plot_mos_labels__t000" in planned) is figures
+    said = f"report: {tables} tables, so no per-table figures" in done.stderr
+    assert said is (setting is None and not figures)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from materializer import provenance, tableio
+from materializer import files, provenance
 from materializer.jobs import read_status, spec_digest, spec_paths, stamps, status_path
 from materializer.manifest import MOS, SOURCE_FIELD, Manifest, Section, Table
 
@@ -188,17 +188,31 @@ def render_markdown(report: Mapping[str, Any], kind: str) -> str:
 
 
 class _Describer:
-    """Describe files (sha256 in a small thread pool), each distinct file hashed once."""
+    """Describe files, each distinct file hashed once.
+
+    Files of 1 MiB and more are hashed in a small thread pool (hashlib releases the GIL);
+    smaller ones inline, where a thread would cost more than the hash (1,000s of tables).
+    """
 
     def __init__(self, base_dir: str, paths: Sequence[str]) -> None:
         self.base_dir = base_dir
         unique = list(dict.fromkeys(paths))
+        large = [p for p in unique if _size(Path(base_dir) / p) >= 1 << 20]
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report-sha256") as pool:
-            described = pool.map(lambda p: provenance.describe_path(p, base_dir), unique)
-            self._known = dict(zip(unique, described, strict=True))
+            hashed = dict(zip(large, pool.map(lambda p: provenance.describe_path(p, base_dir),
+                                              large), strict=True))
+            self._known = {p: hashed.get(p) or provenance.describe_path(p, base_dir)
+                           for p in unique}
 
     def __call__(self, path: str) -> dict[str, Any]:
         return self._known.get(path) or provenance.describe_path(path, self.base_dir)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _provenance_files(manifest: Manifest, section: Section) -> tuple[dict[str, Any],
@@ -232,17 +246,17 @@ def write_section_report(
     started_at = provenance.utc_now()
     report = build_report(manifest, section, outcomes)
     md_path = Path(section.report_md)
-    with tableio.atomic_output(md_path, section.report_md) as temp:
+    with files.atomic_output(md_path, section.report_md) as temp:
         temp.write_text(render_markdown(report, section.kind), encoding="utf-8")
-        tableio.commit_outputs([(temp, md_path)])
+        files.commit_outputs([(temp, md_path)])
 
     tables_in, tables_out = _provenance_files(manifest, section)
     base = manifest.base_dir
     report_md = _written(section.report_md, section.report_md_written, base)
     manifest_file = _written(os.path.abspath(manifest.path), None, base)
     paths = [manifest_file, report_md]
-    for files in (*tables_in.values(), *tables_out.values()):
-        for value in files.values():
+    for described in (*tables_in.values(), *tables_out.values()):
+        for value in described.values():
             paths.extend(value if isinstance(value, list) else [value])
     describe = _Describer(manifest.base_dir, paths)
     inputs = {
@@ -273,9 +287,9 @@ def write_section_report(
         extra_versions=extra_versions,
     )
     json_path = Path(section.report_json)
-    with tableio.atomic_output(json_path, section.report_json) as temp:
-        tableio.write_json_document(report, temp)
-        tableio.commit_outputs([(temp, json_path)])
+    with files.atomic_output(json_path, section.report_json) as temp:
+        files.write_json_document(report, temp)
+        files.commit_outputs([(temp, json_path)])
     if stderr is not None:
         stderr.write(summary_line(report, section.kind) + "\n")
     return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import glob
 import hashlib
 import json
 import logging
@@ -114,8 +113,14 @@ def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
     """
     for written in outputs:
         target = Path(base_dir) / written
-        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
+        prefix = f".{target.name}."
+        try:
+            entries = list(os.scandir(target.parent))  # C speed: folders of 1,000s of tables
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                Path(entry.path).unlink(missing_ok=True)
 
 
 def run_table(

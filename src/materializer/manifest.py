@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from materializer import tableio
+from materializer import files
 from materializer.errors import MaterializeError, UsageError
 from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
 
@@ -35,6 +35,8 @@ SOURCE_FIELD = {MOS: "labels", SECOND_OPINION: "scores"}
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SUFFIX = ".audit.json"
 DEFAULT_REPORT_DIR = "reports"
+AUTO_FIGURE_TABLES = 100
+"""Without ``report_plots``, per-table report figures are drawn for up to this many tables."""
 
 
 class ManifestError(UsageError):
@@ -115,12 +117,19 @@ class Manifest:
     path: str
     base_dir: str
     sections: list[Section] = field(default_factory=list)
-    report_plots: bool = True
+    report_plots_requested: bool | None = None
     _producers: dict[str, Table] | None = field(default=None, repr=False, compare=False)
 
     @property
     def tables(self) -> list[Table]:
         return [table for section in self.sections for table in section.tables]
+
+    @property
+    def report_plots(self) -> bool:
+        """Per-table report figures: as the manifest says, else for up to 100 tables."""
+        if self.report_plots_requested is not None:
+            return self.report_plots_requested
+        return len(self.tables) <= AUTO_FIGURE_TABLES
 
     def resolve(self, written: str) -> str:
         """The absolute, normalised path of a path as written."""
@@ -294,7 +303,7 @@ def _option_problems(kind: str, values: Mapping[str, Any], where: str,
 
 def _format_problem(path: str) -> str | None:
     try:
-        tableio.table_format(path)
+        files.table_format(path)
     except MaterializeError as exc:
         return exc.message
     return None
@@ -396,7 +405,7 @@ def load_manifest(
     if not os.path.isdir(root):
         problems.add("field 'base_dir'", f"is not a directory: {root}")
     manifest = Manifest(path=manifest_path, base_dir=root,
-                        report_plots=data.get("report_plots") is not False)
+                        report_plots_requested=data.get("report_plots"))
     stem = Path(manifest_path).name.split(".")[0] or "manifest"
     reports = report_dir or os.path.join(os.getcwd(), DEFAULT_REPORT_DIR, stem)
 

@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from materializer import files, publish, tableio
 from materializer import keys as keymod
-from materializer import publish, tableio
 from materializer.errors import DataError, UsageError, naming_table
 from materializer.options import MosOptions, compile_regex
 from materializer.provenance import InputHasher, RunContext
@@ -335,10 +335,10 @@ def _materialize(features: str, labels: list[str], out: str, audit_json: str | N
                  options: MosOptions, run: RunContext) -> dict[str, Any]:
     if not labels:
         raise UsageError("at least one --labels file is required")
-    tableio.table_format(out)
-    tableio.table_format(features)
+    files.table_format(out)
+    files.table_format(features)
     for written in labels:
-        tableio.table_format(written)
+        files.table_format(written)
     feature_regex = compile_regex(options.feature_key_regex, "--feature-key-regex")
     publish.check_not_an_input(run, [out, audit_json], [features, *labels])
     hasher = InputHasher([features, *labels], run.base_dir)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from materializer import tableio
+from materializer import files, tableio
 from materializer.manifest import MOS, SECOND_OPINION
 
 MOS_COLUMN = "mos"
@@ -85,7 +84,7 @@ def read_columns(path: str | os.PathLike[str], wanted: Iterable[str]) -> pd.Data
     wanted = list(dict.fromkeys(wanted))
     present = set(tableio.read_columns(Path(written), written))
     columns = [c for c in wanted if c in present]
-    if tableio.table_format(written) == "parquet":
+    if files.table_format(written) == "parquet":
         return pq.read_table(written, columns=columns).to_pandas()
     return tableio.read_table(Path(written), written).select(columns).to_pandas()
 
@@ -352,8 +351,8 @@ def provenance_html(report: Mapping[str, Any]) -> str:
         '<table class="vq-status vq-inputs"><thead><tr><th>Table</th><th>Input</th>'
         "<th>Path</th><th>sha256</th></tr></thead><tbody>",
     ]
-    for table_id, files in (inputs.get("tables") or {}).items():
-        for role, described in files.items():
+    for table_id, roles in (inputs.get("tables") or {}).items():
+        for role, described in roles.items():
             for item in described if isinstance(described, list) else [described]:
                 parts.append(
                     f"<tr><td>{esc(table_id)}</td><td>{esc(role)}</td>"
@@ -379,8 +378,16 @@ def summary_html(reports: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+BARS_UP_TO = 40
+"""Up to this many MOS tables the match-rate chart has a labelled bar per table."""
+
+
 def match_rate_chart(reports: Sequence[Mapping[str, Any]], png: str, caption: str) -> None:
-    """Bar chart of each MOS table's match rate with its minimum (``min_match_rate``)."""
+    """Each MOS table's match rate against its minimum (``min_match_rate``), and a caption.
+
+    Up to 40 tables: a labelled bar per table. More: the rates sorted, lowest first, with
+    the tables below their minimum in red (names in the caption).
+    """
     bars = []
     for report in reports:
         if report_kind(report) != MOS:
@@ -391,23 +398,16 @@ def match_rate_chart(reports: Sequence[Mapping[str, Any]], png: str, caption: st
             minimum = config.get("min_match_rate", _audit_of(report, table).get("min_match_rate"))
             bars.append((str(table.get("id")), table.get("status") == "ok",
                          summary.get("match_rate"), minimum))
-    figure, axes = new_figure()
-    positions = np.arange(len(bars))
     rates = [float(rate or 0.0) if ok else 0.0 for _, ok, rate, _ in bars]
-    colours = [OK_COLOUR if ok and (m is None or rate >= float(m)) else LOW_COLOUR
-               for (_, ok, _, m), rate in zip(bars, rates, strict=True)]
-    axes.bar(positions, rates, color=colours)
-    for x, (_, ok, _, minimum), rate in zip(positions, bars, rates, strict=True):
-        if minimum is not None:
-            axes.hlines(float(minimum), x - 0.4, x + 0.4, colors="black", linestyles="dashed",
-                        label="minimum" if x == 0 else None)
-        axes.text(x, max(rate, 0.02), f"{rate:.3f}" if ok else "failed", ha="center",
-                  va="bottom", fontsize=8)
-    axes.set_xticks(positions, [name for name, *_ in bars], rotation=30 if len(bars) > 4 else 0,
-                    ha="right" if len(bars) > 4 else "center")
+    low = [not ok or (m is not None and rate < float(m))
+           for (_, ok, _, m), rate in zip(bars, rates, strict=True)]
+    figure, axes = new_figure()
+    if len(bars) <= BARS_UP_TO:
+        _rate_bars(axes, bars, rates, low)
+    else:
+        _sorted_rates(axes, bars, rates, low)
     axes.set_ylim(0, 1.1)
     axes.set_ylabel("match rate")
-    axes.set_title("Match rate per MOS table (dashed: minimum)")
     save_figure(figure, png)
 
     scored = [(name, rate) for (name, ok, _, _), rate in zip(bars, rates, strict=True) if ok]
@@ -419,10 +419,51 @@ def match_rate_chart(reports: Sequence[Mapping[str, Any]], png: str, caption: st
     if lowest:
         text += f" Lowest match rate: <b>{esc(lowest[0])}</b> ({lowest[1]:.3f})."
     if below:
-        text += f" Below their minimum: {esc(', '.join(below))}."
+        text += f" Below their minimum ({len(below)}): {esc(_some(below))}."
     if failed:
-        text += f" Failed (drawn as 0): {esc(', '.join(failed))}."
+        text += f" Failed, drawn as 0 ({len(failed)}): {esc(_some(failed))}."
     write_text(caption, text + "</p>\n")
+
+
+def _rate_bars(axes: Any, bars: Sequence[tuple[str, bool, Any, Any]], rates: list[float],
+               low: list[bool]) -> None:
+    """A labelled bar per table, its value on top and its minimum dashed."""
+    positions = np.arange(len(bars))
+    axes.bar(positions, rates, color=[LOW_COLOUR if x else OK_COLOUR for x in low])
+    for x, (_, ok, _, minimum), rate in zip(positions, bars, rates, strict=True):
+        if minimum is not None:
+            axes.hlines(float(minimum), x - 0.4, x + 0.4, colors="black", linestyles="dashed",
+                        label="minimum" if x == 0 else None)
+        axes.text(x, max(rate, 0.02), f"{rate:.3f}" if ok else "failed", ha="center",
+                  va="bottom", fontsize=8)
+    axes.set_xticks(positions, [name for name, *_ in bars], rotation=30 if len(bars) > 4 else 0,
+                    ha="right" if len(bars) > 4 else "center")
+    axes.set_title("Match rate per MOS table (dashed: minimum)")
+
+
+def _sorted_rates(axes: Any, bars: Sequence[tuple[str, bool, Any, Any]], rates: list[float],
+                  low: list[bool]) -> None:
+    """Too many tables to name: every rate as a point, lowest first; minimums dashed."""
+    order = np.argsort(np.asarray(rates), kind="stable")
+    positions = np.arange(1, len(bars) + 1)
+    sorted_rates = np.asarray(rates)[order]
+    sorted_low = np.asarray(low)[order]
+    axes.scatter(positions[~sorted_low], sorted_rates[~sorted_low], s=6, color=OK_COLOUR,
+                 linewidths=0)
+    axes.scatter(positions[sorted_low], sorted_rates[sorted_low], s=16, color=LOW_COLOUR,
+                 linewidths=0)
+    minimums = np.array([np.nan if m is None else float(m) for *_, m in bars])[order]
+    if np.isfinite(minimums).any():
+        axes.plot(positions, minimums, color="black", linestyle="dashed", linewidth=1)
+    axes.set_xlabel("tables, lowest match rate first")
+    axes.set_title(f"Match rate of {len(bars)} MOS tables "
+                   f"({int(sorted_low.sum())} low or failed; dashed: minimum)")
+
+
+def _some(names: Sequence[str], shown: int = 20) -> str:
+    """The first names of a long list, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def batch_summary(report_jsons: Sequence[str], html_out: str, chart: str | None = None,
@@ -432,85 +473,6 @@ def batch_summary(report_jsons: Sequence[str], html_out: str, chart: str | None 
     write_text(html_out, summary_html(reports))
     if chart is not None and chart_caption is not None:
         match_rate_chart(reports, chart, chart_caption)
-
-
-def stale(outputs: Sequence[str], inputs: Sequence[str]) -> bool:
-    """Is any output missing or older than an input (all inputs existing)?"""
-    if not all(os.path.exists(p) for p in inputs):
-        return False
-    if not all(os.path.exists(p) for p in outputs):
-        return True
-    return min(os.path.getmtime(p) for p in outputs) < max(os.path.getmtime(p) for p in inputs)
-
-
-# --- where the report's files go (used by workflow/rules/plots.smk) -----------------
-
-
-@dataclass(frozen=True)
-class PlotLayout:
-    """The report's files, all under one folder (the batch reports' ``plots/``)."""
-
-    folder: str
-
-    def table_files(self, kind: str, table_id: str) -> dict[str, str]:
-        """What one table's plot job writes (second opinion: a folder of scatters)."""
-        base = os.path.join(self.folder, kind, table_id)
-        if kind == MOS:
-            return {"histogram": f"{base}.mos.png", "caption": f"{base}.mos.html",
-                    "notes": f"{base}.html"}
-        return {"scatters": base, "notes": f"{base}.html"}
-
-    @property
-    def summary(self) -> str:
-        return os.path.join(self.folder, "summary.html")
-
-    @property
-    def chart(self) -> dict[str, str]:
-        return {"chart": os.path.join(self.folder, "match-rate.png"),
-                "caption": os.path.join(self.folder, "match-rate.html")}
-
-    def summary_files(self, has_mos: bool) -> list[str]:
-        return [self.summary, *(self.chart.values() if has_mos else ())]
-
-
-@dataclass(frozen=True)
-class PlottedTable:
-    """A manifest table as the report sees it: paths as Snakemake tracks them."""
-
-    kind: str
-    id: str
-    out: str
-    audit: str
-
-
-def report_targets(layout: PlotLayout, tables: Sequence[PlottedTable],
-                   batch_reports: Sequence[str], *, reporting: bool, has_mos: bool,
-                   log: Any = None) -> list[str]:
-    """Every file the report shows; in report mode (no job runs) only what exists.
-
-    A failed table has no output and so no plots; asking for them would stop
-    ``snakemake --report`` ("marked for report but does not exist"). After a failed run
-    the summary is rebuilt from the batch reports here, as the summary job could not run.
-    """
-    if not reporting:
-        targets = layout.summary_files(has_mos)
-        for table in tables:
-            targets += list(layout.table_files(table.kind, table.id).values())
-        return targets
-    targets = []
-    if all(os.path.exists(p) for p in batch_reports):
-        if stale(layout.summary_files(has_mos), batch_reports):
-            batch_summary(batch_reports, layout.summary,
-                          *(layout.chart.values() if has_mos else ()))
-        targets += layout.summary_files(has_mos)
-    for table in tables:
-        files = list(layout.table_files(table.kind, table.id).values())
-        if all(os.path.exists(p) for p in (table.out, table.audit, *files)):
-            targets += files
-        elif log is not None:
-            print(f"report: no plots for table {table.id!r} (not run, failed, or not "
-                  "plotted yet: run snakemake first)", file=log)
-    return targets
 
 
 def mos_plots(table_id: str, input: Any, output: Any, log: str) -> None:

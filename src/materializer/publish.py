@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from materializer import provenance, tableio
+from materializer import files, provenance, tableio
 from materializer.errors import UsageError
 from materializer.provenance import InputHasher, RunContext
 
@@ -47,13 +47,13 @@ def publish(
     ``inputs`` maps provenance names to paths as written (a path or a list of paths).
     """
     out_path = run.resolve(out)
-    fmt = tableio.table_format(out)
-    with tableio.atomic_output(out_path, out) as temp_table:
+    fmt = files.table_format(out)
+    with files.atomic_output(out_path, out) as temp_table:
         if write is None:
             tableio.write_table_to(table, fmt, temp_table)
         else:
             write(temp_table)
-        tableio.fsync_file(temp_table)
+        files.fsync_file(temp_table)
         out_description = provenance.describe_path(temp_table)
         out_description["path"] = out
         audit = dict(audit)
@@ -70,13 +70,13 @@ def publish(
         )
         hasher.close()
         if audit_json is None:
-            tableio.commit_outputs([(temp_table, out_path)])
+            files.commit_outputs([(temp_table, out_path)])
             return audit
         audit_path = run.resolve(audit_json)
-        with tableio.atomic_output(audit_path, audit_json) as temp_audit:
-            tableio.write_json_document(audit, temp_audit)
-            tableio.fsync_file(temp_audit)
-            tableio.commit_outputs([(temp_table, out_path), (temp_audit, audit_path)])
+        with files.atomic_output(audit_path, audit_json) as temp_audit:
+            files.write_json_document(audit, temp_audit)
+            files.fsync_file(temp_audit)
+            files.commit_outputs([(temp_table, out_path), (temp_audit, audit_path)])
     return audit
 
 

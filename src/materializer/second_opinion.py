@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from materializer import files, publish, tableio
 from materializer import keys as keymod
-from materializer import publish, tableio
 from materializer.errors import DataError, UsageError, naming_table
 from materializer.mos import attach
 from materializer.options import ScoreSpec, SecondOpinionOptions
@@ -41,7 +41,7 @@ def _rows_frame(spec: ScoreSpec, run: RunContext, key_fields: Sequence[str]) -> 
     so ``007`` stays ``007`` (and is not the same key as ``7``), as in feature tables.
     """
     path = run.resolve(spec.path)
-    fmt = tableio.table_format(spec.path)
+    fmt = files.table_format(spec.path)
     if fmt in ("parquet", "csv"):
         wanted = {f.lower() for f in key_fields}
         text = [c for c in tableio.read_columns(path, spec.path) if str(c).lower() in wanted] \
@@ -243,7 +243,7 @@ def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: st
     if not specs:
         raise UsageError("at least one --scores file is required")
     for written in (out, features, *(s.path for s in specs)):
-        tableio.table_format(written)
+        files.table_format(written)
     score_paths = [s.path for s in specs]
     publish.check_not_an_input(run, [out, audit_json], [features, *score_paths])
     hasher = InputHasher([features, *score_paths], run.base_dir)

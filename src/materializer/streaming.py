@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from materializer import files, mos, publish, tableio
 from materializer import keys as keymod
-from materializer import mos, publish, tableio
 from materializer.options import MosOptions
 from materializer.provenance import InputHasher, RunContext
 
@@ -41,8 +41,8 @@ PROGRESS_SECONDS = 10.0
 def should_stream(path: Path, features: str, out: str) -> bool:
     """Stream when both ends are parquet and the input is large, or when forced."""
     mode = os.environ.get(STREAM_ENV, "auto")
-    if mode == "never" or tableio.table_format(features) != "parquet" \
-            or tableio.table_format(out) != "parquet":
+    if mode == "never" or files.table_format(features) != "parquet" \
+            or files.table_format(out) != "parquet":
         return False
     threshold = int(os.environ.get(THRESHOLD_ENV, THRESHOLD_BYTES))
     return mode == "always" or path.stat().st_size > threshold

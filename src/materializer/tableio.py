@@ -2,17 +2,15 @@
 
 Tables travel as ``pyarrow.Table`` so that parquet inputs keep their exact schema (list
 columns, nullable integers, metadata); CSV and JSON go through pandas without date or
-dtype guessing on strings. Writes are atomic: a temporary file in the target folder,
-renamed into place only when complete.
+dtype guessing on strings. Formats and atomic writes live in :mod:`materializer.files`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
-import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,26 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pandas._libs.parsers import STR_NA_VALUES
 
-from materializer.errors import DataError, UsageError
-
-FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-}
-SUPPORTED = "parquet, pq, csv, jsonl, ndjson or json"
-
-
-def table_format(path: str | os.PathLike[str]) -> str:
-    """The format of a table path by its extension; refuses unknown ones before any read."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise UsageError(f"unsupported table format {suffix or '(none)'!r}; use {SUPPORTED}",
-                         file=os.fspath(path))
-    return FORMATS[suffix]
+from materializer.errors import DataError
+from materializer.files import table_format
 
 
 @contextlib.contextmanager
@@ -119,14 +99,21 @@ def _check_text_columns(table: pa.Table, text_columns: Sequence[str], written: s
 
 
 def _csv_columns(path: Path, written: str) -> list[str]:
-    """The header's names; a name given twice is an error (pandas renames it ``NAME.1``)."""
-    raw = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False,
-                      encoding="utf-8-sig").iloc[0].tolist()
+    """The header's names as pandas reads them; a name given twice is an error.
+
+    Read with the csv module (one line, no pandas parser start-up): blank lines before
+    the header are skipped and an empty name becomes ``Unnamed: <position>``, as pandas
+    does. A repeated name would be renamed ``NAME.1`` by pandas, so it is refused here.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        raw = next((row for row in csv.reader(handle) if row), None)
+    if raw is None:
+        raise DataError("file is empty", file=written)
     repeated = sorted({name for name in raw if name and raw.count(name) > 1})
     if repeated:
         raise DataError(f"duplicate column names: {', '.join(repeated)}", file=written,
                         column=repeated[0])
-    return list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
+    return [name or f"Unnamed: {position}" for position, name in enumerate(raw)]
 
 
 def _csv_missing_values(header: Sequence[str], text_columns: Sequence[str]) \
@@ -260,7 +247,7 @@ def _write_json(table: pa.Table, handle: io.TextIOBase) -> None:
 
 
 def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
-    """Write ``table`` to ``target`` in ``fmt`` (no atomicity: see ``atomic_output``)."""
+    """Write ``table`` to ``target`` in ``fmt`` (no atomicity: see ``files.atomic_output``)."""
     if fmt == "parquet":
         pq.write_table(table, target)
     elif fmt == "csv":
@@ -270,90 +257,3 @@ def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
     else:
         with open(target, "w", encoding="utf-8", newline="\n") as handle:
             (_write_jsonl if fmt == "jsonl" else _write_json)(table, handle)
-
-
-@contextlib.contextmanager
-def atomic_output(target: Path, written: str) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; the caller renames it with ``commit``.
-
-    The temporary file is removed on any failure, so nothing partial is left behind.
-    """
-    created = _missing_folders(target.parent)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = _new_temp_file(target)
-    except OSError as exc:
-        _remove_folders(created)
-        blocker = next((p for p in (target.parent, *target.parent.parents)
-                        if p.exists() and not p.is_dir()), None)
-        reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or exc
-        raise DataError(f"cannot create output: {reason}", file=written) from None
-    try:
-        yield temp
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        _remove_folders(created)
-        raise DataError(f"cannot write output: {exc.strerror or exc}", file=written) from None
-    except BaseException as exc:
-        temp.unlink(missing_ok=True)
-        _remove_folders(created)
-        if isinstance(exc, DataError) and exc.file is None:
-            exc.file = written  # a problem found while writing names the output
-        raise
-
-
-def _new_temp_file(target: Path) -> Path:
-    """A new empty ``.NAME.<random>.tmp`` beside ``target``, with the umask's permissions.
-
-    (``tempfile.mkstemp`` creates mode 0600, which the rename would carry over to the
-    published table: other users of a shared folder could not read it.)
-    """
-    while True:
-        temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:
-            continue
-        return temp
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """The folders that creating ``folder`` would create, deepest first."""
-    missing = []
-    for candidate in (folder, *folder.parents):
-        if candidate.exists() or candidate.is_symlink():
-            break
-        missing.append(candidate)
-    return missing
-
-
-def _remove_folders(folders: list[Path]) -> None:
-    """Remove folders a failed write created (deepest first), if they are still empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-
-
-def write_json_document(payload: Any, target: Path) -> None:
-    """Write sorted, indented JSON with a trailing newline (audits and reports)."""
-    with open(target, "w", encoding="utf-8", newline="\n") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
-        handle.write("\n")
-
-
-def commit_outputs(pairs: Sequence[tuple[Path, Path]]) -> None:
-    """Rename finished temporary files into place, in order."""
-    for temp, target in pairs:
-        os.replace(temp, target)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a finished file to disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

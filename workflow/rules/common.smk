@@ -73,10 +73,6 @@ def log_path(table):
     return f"logs/{table.kind}/{table.id}.log"
 
 
-def benchmark_path(table):
-    return f"logs/benchmarks/{table.kind}/{table.id}.tsv"
-
-
 def table_params(table):
     """The table's spec (options and paths as written) as one sorted JSON string.
 

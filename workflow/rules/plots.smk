@@ -1,23 +1,32 @@
 # Figures and HTML fragments for `snakemake --report report.html` (Snakemake's own report).
 # One plot job per table, keyed on that table's out and audit only: a table that reruns
 # re-plots alone. Per-table plots are `run:` blocks (threads, no interpreter start-up per
-# job: a thousand tables stay cheap); the two summary figures are scripts. The front-page summary and the match-rate chart read the batch reports.
-# Helpers live in materializer.plots (PlotLayout, report_targets).
-from materializer import plots
+# job); the front-page summary and the match-rate chart are scripts reading the batch
+# reports.
+# Paths live in materializer.report_layout (light: parsed with the workflow); figures in
+# materializer.plots, imported by the jobs that draw them.
+from materializer import report_layout
 
-PLOTS = plots.PlotLayout(
+PLOTS = report_layout.PlotLayout(
     os.path.join(os.path.dirname(shown(MANIFEST.sections[0].report_json)), "plots")
 )
-# `report_plots: false` in the manifest leaves out the per-table figures (thousands of
-# tables); the summary and the match-rate chart are always made.
+# Per-table figures: as `report_plots` says; without it, for up to 100 tables (each is a
+# job of ~0.1 s). The summary and the match-rate chart are always made.
 PER_TABLE = MANIFEST.tables if MANIFEST.report_plots else []
+if MANIFEST.report_plots_requested is None and not PER_TABLE:
+    print(
+        f"report: {len(MANIFEST.tables)} tables, so no per-table figures"
+        " (`report_plots: true` in the manifest draws them)",
+        file=sys.stderr,
+    )
 PLOTTED_TABLES = [
-    plots.PlottedTable(t.kind, t.id, smk(t.out), smk(t.audit_json)) for t in PER_TABLE
+    report_layout.PlottedTable(t.kind, t.id, smk(t.out), smk(t.audit_json))
+    for t in PER_TABLE
 ]
 BATCH_REPORTS = [shown(s.report_json) for s in MANIFEST.sections]
 # `snakemake --report` (without --report-after-run) runs no job: it gets only the plots
 # that exist, and a summary rebuilt from the batch reports a failed run left.
-PLOT_TARGETS = plots.report_targets(
+PLOT_TARGETS = report_layout.report_targets(
     PLOTS,
     PLOTTED_TABLES,
     BATCH_REPORTS,
@@ -100,7 +109,9 @@ for _table in [t for t in PER_TABLE if t.kind == "mos-labels"]:
         params:
             table_id=_table.id,
         run:
-            plots.mos_plots(params.table_id, input, output, log[0])
+            from materializer.plots import mos_plots
+
+            mos_plots(params.table_id, input, output, log[0])
 
 
 for _table in [t for t in PER_TABLE if t.kind == "second-opinion"]:
@@ -131,4 +142,6 @@ for _table in [t for t in PER_TABLE if t.kind == "second-opinion"]:
         params:
             table_id=_table.id,
         run:
-            plots.second_opinion_plots(params.table_id, input, output, log[0])
+            from materializer.plots import second_opinion_plots
+
+            second_opinion_plots(params.table_id, input, output, log[0])

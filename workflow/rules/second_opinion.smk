@@ -13,8 +13,6 @@ for _table in [t for t in MANIFEST.tables if t.kind == "second-opinion"]:
             audit=smk(_table.audit_json),
         log:
             log_path(_table),
-        benchmark:
-            benchmark_path(_table)
         group:
             "tables"
         threads: 1
