@@ -131,3 +131,36 @@ def test_unreadable_manifest_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(Exception) as caught:
         read_manifest_file(tmp_path / "m.json")
     assert "not valid JSON/YAML" in str(caught.value)
+
+
+MUTATIONS = {
+    "as shipped": lambda m: None,
+    "list id": lambda m: m["mos_labels"]["tables"][0].update(id=[7]),
+    "no out": lambda m: m["mos_labels"]["tables"][0].pop("out"),
+    "unknown key": lambda m: m["mos_labels"]["tables"][0].update(typo=1),
+    "empty labels": lambda m: m["mos_labels"]["tables"][0].update(labels=[]),
+    "labels as text": lambda m: m["mos_labels"]["tables"][0].update(labels="l.csv"),
+    "unknown top key": lambda m: m.update(tabels=[]),
+    "report not json": lambda m: m["mos_labels"].update(report_json="r.txt"),
+    "no tables": lambda m: m["second_opinion"].update(tables=[]),
+    "plots as text": lambda m: m.update(report_plots="yes"),
+    "comment keys": lambda m: m.update(_note="x") or m["mos_labels"]["tables"][0].update(_n=1),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS)
+def test_compiled_schema_check_agrees_with_jsonschema(mutation: str) -> None:
+    """The compiled check decides alone only when it accepts: it must accept exactly
+    what jsonschema accepts, or a structural problem would go unreported."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from materializer.manifest import _fast_validator, _load_schema, schema_path
+
+    root = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load((root / "config" / "manifest.yaml").read_text(encoding="utf-8"))
+    MUTATIONS[mutation](data)
+    schema = _load_schema(schema_path())
+    expected = not list(Draft202012Validator(schema).iter_errors(data))
+    assert _fast_validator(json.dumps(schema, sort_keys=True))(data) is expected
+    assert expected is (mutation in ("as shipped", "comment keys"))
