@@ -41,21 +41,31 @@ def markdown(results: list[dict]) -> str:
                 f"{found['peak_mib'] / floor['peak_mib']:.2f} |")
     manifests = sorted((json.loads(p.read_text()) for p in
                         (HERE / "results").glob("manifest-*.json")),
-                       key=lambda m: (m["tables"], not m.get("report_plots", True)))
+                       key=lambda m: (m["tables"], m.get("manifest_format", "yaml"),
+                                      str(m.get("report_plots"))))
     if manifests:
-        lines += ["", "| Tables | Plan s | Full run s | One change: plan s | rerun s | "
-                  "No-op plan s | Rerun rewrote |", "|---:|---:|---:|---:|---:|---:|---|"]
+        lines += ["", "| Tables | Manifest | Per-table figures | Plan s | Full run s | "
+                  "One change: plan s | rerun s | No-op plan s | Rerun rewrote |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|---|"]
         for manifest in manifests:
             figures = {k: v["wall_s"] for k, v in manifest["results"].items()}
             rerun = manifest.get("rerun_after_one_change")
-            plots = "" if manifest.get("report_plots", True) else " (`report_plots: false`)"
             lines.append(
-                f"| {manifest['tables']:,}{plots} | {figures['plan']:.1f} | "
+                f"| {manifest['tables']:,} | {manifest.get('manifest_format', 'yaml').upper()} "
+                f"| {figure_setting(manifest)} | {figures['plan']:.1f} | "
                 f"{figures['full_run']:.1f} "
                 f"| {figures['one_change_plan']:.1f} | {figures['one_change_rerun']:.1f} | "
                 f"{figures['noop_plan']:.1f} | "
                 f"{', '.join(rerun) if rerun is not None else 'not recorded'} |")
     return "\n".join(lines)
+
+
+def figure_setting(manifest: dict) -> str:
+    """``report_plots`` as run: left out (default: figures up to 100 tables), true, false."""
+    setting = str(manifest.get("report_plots", "auto")).lower()
+    if setting == "auto":
+        return f"default ({'drawn' if manifest['tables'] <= 100 else 'none'})"
+    return f"`report_plots: {setting}`"
 
 
 def main() -> None:

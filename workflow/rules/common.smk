@@ -87,17 +87,39 @@ def table_params(table):
     return spec_json
 
 
-def table_mem_mb(wildcards, input):
+_INPUT_BYTES = {}
+
+
+def input_bytes(table):
+    """Bytes of a table's inputs; an input another table writes counts as that table's.
+
+    Read once while parsing (os.stat), so resources are plain numbers: a callable on
+    `input.size_mb` was evaluated again for every job in every scheduling round.
+    """
+    key = (table.kind, table.id)
+    if key not in _INPUT_BYTES:
+        total = 0
+        for written in table.inputs:
+            try:
+                total += os.path.getsize(MANIFEST.resolve(written))
+            except OSError:
+                producer = MANIFEST.producer(written)
+                total += input_bytes(producer) if producer is not None else 0
+        _INPUT_BYTES[key] = total
+    return _INPUT_BYTES[key]
+
+
+def table_mem_mb(table):
     """Pandas/pyarrow hold a few copies of a table: scale with the input size."""
-    return max(1024, int(512 + 8 * input.size_mb))
+    return max(1024, int(512 + 8 * input_bytes(table) / 2**20))
 
 
-def table_runtime(wildcards, input):
+def table_runtime(table):
     """Minutes; generous, the join itself runs at several hundred MB/s.
 
     The floor stays small: a cluster group job asks for the sum over its tables.
     """
-    return max(2, int(2 + input.size_mb / 20))
+    return max(2, int(2 + input_bytes(table) / 2**20 / 20))
 
 
 def executor_name():

@@ -17,8 +17,8 @@ for _table in [t for t in MANIFEST.tables if t.kind == "second-opinion"]:
             "tables"
         threads: 1
         resources:
-            mem_mb=table_mem_mb,
-            runtime=table_runtime,
+            mem_mb=table_mem_mb(_table),
+            runtime=table_runtime(_table),
         params:
             spec=table_params(_table),
         run:
