@@ -97,13 +97,18 @@ def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str
 
 def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tuple[pd.DataFrame,
                                                                                   dict[str, Any]]:
-    path = run.resolve(written)
-    columns = tableio.read_columns(path, written)
-    key_column = keymod.resolve_column(columns, options.label_key_column,
-                                       keymod.MOS_KEY_CANDIDATES, "--label-key-column", written)
+    def key_of(columns: list[str]) -> str:
+        return keymod.resolve_column(columns, options.label_key_column,
+                                     keymod.MOS_KEY_CANDIDATES, "--label-key-column", written)
+
+    # One read (a JSON file is parsed once); the key column stays text as written.
+    table = tableio.read_table(run.resolve(written), written,
+                               text_columns=lambda columns: [key_of(columns)])
+    columns = table.column_names
+    key_column = key_of(columns)
     mos_column = keymod.resolve_column(columns, options.label_mos_column, MOS_CANDIDATES,
                                        "--label-mos-column", written)
-    frame = tableio.read_table(path, written, text_columns=[key_column]).to_pandas()
+    frame = table.to_pandas()
     regex = compile_regex(options.label_key_regex, "--label-key-regex")
     label_keys = keymod.normalize(frame[key_column], key_column, options.key_normalize, regex)
     values = _numeric_labels(frame, mos_column, label_keys, written)

@@ -11,7 +11,7 @@ import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,32 +60,48 @@ def read_columns(path: Path, written: str) -> list[str]:
     return list(read_table(path, written).column_names)
 
 
-def read_table(path: Path, written: str, text_columns: Sequence[str] = ()) -> pa.Table:
-    """Read a whole table; ``text_columns`` are kept exactly as written (CSV keys)."""
+TextColumns = Sequence[str] | Callable[[list[str]], Sequence[str]]
+"""Columns kept exactly as written, or a function choosing them from the column names."""
+
+
+def read_table(path: Path, written: str, text_columns: TextColumns = ()) -> pa.Table:
+    """Read a whole table; ``text_columns`` are kept exactly as written (CSV keys).
+
+    ``text_columns`` may be a function of the column names (a key column found by its
+    name): it sees the header of a parquet or CSV file, and the parsed columns of a JSON
+    one, so a JSON table is parsed once.
+    """
     fmt = table_format(written)
     with reading(path, written):
         if fmt == "parquet":
-            return _check_text_columns(pq.read_table(path), text_columns, written)
+            table = pq.read_table(path)
+            return _check_text_columns(table, _chosen(text_columns, table.column_names),
+                                       written)
         if fmt == "csv":
+            header = _csv_columns(path, written)
+            text = _chosen(text_columns, header)
             # Nullable dtypes: an integer column with a blank stays integer, not float.
             frame = pd.read_csv(path, encoding="utf-8-sig", dtype_backend="numpy_nullable",
-                                dtype={c: "string" for c in text_columns},
-                                **_csv_missing_values(_csv_columns(path, written),
-                                                      text_columns))
+                                dtype={c: "string" for c in text},
+                                **_csv_missing_values(header, text))
             if not isinstance(frame.index, pd.RangeIndex):
                 # pandas turns the extra leading fields of a too-long first row into an
                 # index, shifting every column; preserve_index=False would then drop data.
                 raise DataError("row 1 has more fields than the header", file=written)
-        elif fmt == "jsonl":
-            frame = read_jsonl(path, written)
         else:
-            frame = frame_from_rows(_json_rows(path, written), written)
+            frame = read_jsonl(path, written) if fmt == "jsonl" \
+                else frame_from_rows(_json_rows(path, written), written)
     if frame.columns.duplicated().any():
         raise DataError("duplicate column names", file=written)
-    for column in text_columns:
-        if fmt != "csv" and column in frame.columns:  # JSON keys may mix numbers and text
-            frame[column] = frame[column].map(str, na_action="ignore")
+    if fmt != "csv":  # JSON keys may mix numbers and text
+        for column in _chosen(text_columns, [str(c) for c in frame.columns]):
+            if column in frame.columns:
+                frame[column] = frame[column].map(str, na_action="ignore")
     return _arrow_from_frame(frame, written)
+
+
+def _chosen(text_columns: TextColumns, columns: list[str]) -> Sequence[str]:
+    return text_columns(columns) if callable(text_columns) else text_columns
 
 
 def _check_text_columns(table: pa.Table, text_columns: Sequence[str], written: str) \
