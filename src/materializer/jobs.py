@@ -111,15 +111,17 @@ def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
     Safe here and only here: Snakemake's lock keeps any other writer of these outputs
     away while the job runs. The plain commands never do this (two may run at once).
     """
+    prefixes: dict[Path, tuple[str, ...]] = {}  # one listing per folder (table + audit)
     for written in outputs:
         target = Path(base_dir) / written
-        prefix = f".{target.name}."
+        prefixes[target.parent] = (*prefixes.get(target.parent, ()), f".{target.name}.")
+    for folder, wanted in prefixes.items():
         try:
-            entries = list(os.scandir(target.parent))  # C speed: folders of 1,000s of tables
+            entries = list(os.scandir(folder))  # C speed: folders of 1,000s of tables
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+            if entry.name.startswith(wanted) and entry.name.endswith(".tmp"):
                 Path(entry.path).unlink(missing_ok=True)
 
 

@@ -304,3 +304,16 @@ def test_failing_tables_are_reported_one_line_each_and_publish_nothing(tmp_path:
         assert "\n" not in error and f"table {table_id}" in error, error
         assert all(text in error for text in texts), error
     assert inputs(tmp_path) == before and temp_files(tmp_path) == []
+
+
+def test_a_job_sweeps_only_its_own_leftover_temporaries(tmp_path: Path) -> None:
+    from materializer.jobs import remove_stale_temporaries
+
+    (tmp_path / "out").mkdir()
+    names = [".t.parquet.ab12cd34.tmp", ".t.parquet.audit.json.0f0f0f0f.tmp",
+             ".u.parquet.ab12cd34.tmp", "t.parquet", ".t.parquet.keep"]
+    for name in names:
+        (tmp_path / "out" / name).write_text("x", encoding="utf-8")
+    remove_stale_temporaries(["out/t.parquet", "out/t.parquet.audit.json"], str(tmp_path))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".t.parquet.keep", ".u.parquet.ab12cd34.tmp", "t.parquet"]
