@@ -219,9 +219,9 @@ def test_auto_keeps_small_tables_and_other_formats_in_memory(big: Path) -> None:
                      MATERIALIZER_STREAM_THRESHOLD_BYTES="1000")
     assert forced.returncode == 0, forced.stderr
     assert "streamed" in json.loads((big / "auto-forced.parquet.audit.json").read_text())
-    csv = run_mos(big, "always", *common_args("always.csv", "regex"))
-    assert csv.returncode == 0, csv.stderr
-    assert "streamed" not in json.loads((big / "always.csv.audit.json").read_text())
+    jsonl = run_mos(big, "always", *common_args("always.jsonl", "regex"))
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert "streamed" not in json.loads((big / "always.jsonl.audit.json").read_text())
 
 
 @pytest.mark.parametrize("column", ["path", "f01"])

@@ -29,7 +29,7 @@ def _rate(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("--min-match-rate must be in [0, 1]")
+        raise argparse.ArgumentTypeError("must be in [0, 1]")
     return value
 
 
@@ -55,7 +55,10 @@ def mos_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing label columns")
     parser.add_argument("--mos-scale", choices=MOS_SCALES, default="auto",
-                        help="scale of every label column; auto: 0-100 when a value is above 5")
+                        help="scale of every label column; auto: 0-100 when at least half the "
+                        "values are above 5, 1-5 when none is, an error in between")
+    parser.add_argument("--allow-key-merge", action="store_true",
+                        help="let the key mode fold different raw keys into one")
     return parser
 
 
@@ -77,6 +80,11 @@ def second_opinion_parser() -> argparse.ArgumentParser:
     parser.add_argument("--missing-policy", choices=MISSING_POLICIES, default="mark")
     parser.add_argument("--prefix", default="second_opinion")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--allow-key-merge", action="store_true",
+                        help="let the key mode fold different raw keys into one")
+    parser.add_argument("--min-coverage", type=_rate, default=0.0,
+                        help="least share of feature rows each competitor must match "
+                        "(a competitor matching no row always fails)")
     return parser
 
 
@@ -101,7 +109,7 @@ def mos_labels_main(argv: Sequence[str] | None = None) -> int:
     args = mos_parser().parse_args(argv)
     names = ("feature_key_column", "label_key_column", "label_mos_column", "key_normalize",
              "feature_key_regex", "label_key_regex", "min_match_rate", "status_column",
-             "overwrite", "mos_scale")
+             "overwrite", "mos_scale", "allow_key_merge")
 
     def job() -> dict[str, Any]:
         options = MosOptions(**{n: getattr(args, n) for n in names})
@@ -121,7 +129,7 @@ def second_opinion_main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = second_opinion_parser().parse_args(argv)
     names = ("key_column", "score_key_field", "score_field", "key_normalize",
-             "missing_policy", "prefix", "overwrite")
+             "missing_policy", "prefix", "overwrite", "allow_key_merge", "min_coverage")
 
     def job() -> dict[str, Any]:
         options = SecondOpinionOptions(**{n: getattr(args, n) for n in names})

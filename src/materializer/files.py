@@ -110,9 +110,46 @@ def write_json_document(payload: Any, target: Path) -> None:
 
 
 def commit_outputs(pairs: Sequence[tuple[Path, Path]]) -> None:
-    """Rename finished temporary files into place, in order."""
-    for temp, target in pairs:
-        os.replace(temp, target)
+    """Rename finished temporary files into place: all of them, or none.
+
+    A target that is a folder is refused before anything moves. If a rename fails after
+    others succeeded, those are undone: a target that existed gets its previous bytes
+    back (kept through a hard link while the commit runs), a new one is removed.
+    """
+    for _, target in pairs:
+        if target.is_dir():
+            raise DataError("is an existing folder; cannot publish here", file=str(target))
+    done: list[tuple[Path, Path | None]] = []
+    try:
+        for temp, target in pairs:
+            previous = _keep_previous(target)
+            done.append((target, previous))
+            os.replace(temp, target)
+    except OSError as exc:
+        for target, previous in reversed(done[:-1]):
+            if previous is not None:
+                os.replace(previous, target)
+            else:
+                target.unlink(missing_ok=True)
+        raise DataError(f"cannot publish: {exc.strerror or exc}", file=str(done[-1][0])) \
+            from None
+    finally:
+        for _, previous in done:
+            if previous is not None:
+                previous.unlink(missing_ok=True)
+
+
+def _keep_previous(target: Path) -> Path | None:
+    """A hard link to ``target``'s current bytes (None when it does not exist or links
+    are unsupported: then a failed commit cannot restore it, only remove the new one)."""
+    if not target.is_file():
+        return None
+    keep = target.with_name(f".{target.name}.{secrets.token_hex(4)}.previous.tmp")
+    try:
+        os.link(target, keep)
+    except OSError:
+        return None
+    return keep
 
 
 def fsync_file(path: Path) -> None:

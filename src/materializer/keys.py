@@ -1,7 +1,9 @@
 """Join keys: text as written, normalised the same way on both sides.
 
 A key is a string or missing (``<NA>``): null, blank, or a regex that does not match
-all mean "no key", never the text ``"None"`` or ``"nan"``. All steps are column-wide.
+all mean "no key", never the text ``"None"`` or ``"nan"``. One rule for every path
+(in memory, streamed, labels, scores): each value's text on its own, Unicode NFC,
+then the path mode, then the regex. All steps are column-wide.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from materializer.errors import UsageError
+from materializer.errors import DataError, UsageError
 
 MOS_KEY_CANDIDATES = (
     "key", "clip_key", "clip_id", "video_id", "chug_video_id", "content_id", "clip_name",
@@ -64,19 +66,26 @@ def effective_mode(mode: str, column: str) -> str:
 
 
 def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pd.Series:
-    """Key values as text exactly as written; nulls and blanks become missing.
+    """Key values as text, one value at a time; nulls and blanks become missing.
 
-    Whole-number floats (an integer column that held a null) print without ``.0``.
+    A float prints without ``.0`` when it is a whole number (``101.0`` is ``101``, as
+    the integer column it was before a null made it float) and as its shortest repr
+    otherwise. The rule looks at each value alone, never at its neighbours, so a value
+    has one text whichever batch or table it sits in. Text is put in Unicode NFC, so
+    a macOS (NFD) file name matches the same name typed elsewhere.
     """
     series = values if isinstance(values, pd.Series) else values.to_pandas()
+    series = series.reset_index(drop=True)
     if pd.api.types.is_float_dtype(series.dtype):
         numbers = series.astype("float64")
-        finite = numbers.dropna()
-        if len(finite) and np.isfinite(finite).all() and (finite == np.floor(finite)).all():
-            series = numbers.astype("Int64")
-    text = series.astype("string").astype(object)
-    text = text.where(series.notna(), None)
-    stripped = pd.Series(text, dtype=object).str.strip()
+        whole = (np.isfinite(numbers) & (numbers == np.floor(numbers))
+                 & (numbers.abs() < 2.0**53)).to_numpy()
+        text = numbers.astype("string").astype(object)
+        text[whole] = numbers[whole].astype("int64").astype("string").astype(object)
+    else:
+        text = series.astype("string").astype(object)
+    text = pd.Series(text, dtype=object).where(series.notna(), None)
+    stripped = text.str.strip().str.normalize("NFC")
     return stripped.where(stripped.str.len() > 0, None)
 
 
@@ -112,57 +121,77 @@ class KeyColumn:
         return pd.Series(keys, index=index, dtype=object)
 
 
-def normalize(
-    values: pd.Series | pa.ChunkedArray | pa.Array,
-    column: str,
-    mode: str,
-    regex: re.Pattern[str] | None,
-) -> pd.Series:
-    """Normalise one key column: text, then the mode, then the side's regex if any."""
-    index = values.index if isinstance(values, pd.Series) else None
-    return normalize_codes(values, column, mode, regex).to_series(index)
-
-
-def normalize_codes(
-    values: pd.Series | pa.ChunkedArray | pa.Array,
-    column: str,
-    mode: str,
-    regex: re.Pattern[str] | None,
-) -> KeyColumn:
-    """``normalize`` as codes: the text work runs once per distinct value.
-
-    Two raw values may normalise to one key (two folders, one basename), so the
-    normalised distinct values are factorised again.
-    """
-    raw_codes, distinct = _factorize(values)
-    normalized = _normalize_distinct(distinct, column, mode, regex).to_numpy(object)
-    return _recode(raw_codes, normalized)
-
-
 class KeyNormalizer:
-    """``normalize_codes`` for the record batches of one column, remembering text keys.
+    """Normalise the key column of one table, batch after batch, remembering text keys.
 
-    The streaming path sees the same clips in every batch of both passes; each distinct
-    text value is normalised once per run. Non-text columns are normalised per batch
-    (their text form depends on the batch's other values, see ``as_text``).
+    Steps: text (``as_text``), then the path mode (basename or stem, splitting on ``/``
+    and ``\\``), then the side's regex if any. The streaming path sees the same clips in
+    every batch of both passes, so each distinct text value is normalised once per run.
+    It also records raw keys that the path mode folds into one key (``/a/0001.mp4`` and
+    ``/b/0001.mp4``): they may be different clips, see ``refuse_merges``.
     """
 
     def __init__(self, column: str, mode: str, regex: re.Pattern[str] | None) -> None:
-        self.column, self.mode, self.regex = column, mode, regex
+        self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
+        if self.mode not in ("raw", "basename", "stem"):
+            raise UsageError(f"unsupported key normalisation mode: {mode}")
         self._known: dict[str, str | None] = {}
+        self._owner: dict[str, str] = {}  # path-normalised key -> the first text with it
+        self.merged: set[str] = set()
+        self.example: tuple[str, str, str] | None = None
 
     def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
         raw_codes, distinct = _factorize(values)
         if not isinstance(distinct.dtype, pd.StringDtype):
-            normalized = _normalize_distinct(distinct, self.column, self.mode, self.regex)
-            return _recode(raw_codes, normalized.to_numpy(object))
+            return _recode(raw_codes, self._normalize(distinct))
         texts = distinct.tolist()
         new = [text for text in texts if text not in self._known]
         if new:
-            found = _normalize_distinct(pd.Series(new, dtype=distinct.dtype), self.column,
-                                        self.mode, self.regex)
-            self._known.update(zip(new, found.to_numpy(object).tolist(), strict=True))
+            found = self._normalize(pd.Series(new, dtype=distinct.dtype))
+            self._known.update(zip(new, found.tolist(), strict=True))
         return _recode(raw_codes, np.array([self._known[t] for t in texts], dtype=object))
+
+    def _normalize(self, distinct: pd.Series) -> np.ndarray:
+        text = as_text(distinct)
+        keys = text
+        if self.mode != "raw":
+            keys = text.str.replace(r"[/\\]+$", "", regex=True) \
+                .str.replace(r"^.*[/\\]", "", regex=True)
+            if self.mode == "stem":
+                keys = keys.str.replace(r"(?<=.)\.[^.]*$", "", regex=True)
+            keys = keys.str.strip()
+            keys = keys.where(keys.str.len() > 0, None)
+            self._track_merges(text, keys)
+        if self.regex is not None:
+            keys = keys.map(_regex_picker(self.regex), na_action="ignore").str.strip()
+            keys = keys.where(keys.str.len() > 0, None)
+        return keys.to_numpy(object)
+
+    def _track_merges(self, text: pd.Series, keys: pd.Series) -> None:
+        """Remember the first text of each key; a second, different text is a merge."""
+        pairs = pd.DataFrame({"text": text, "key": keys}).dropna().drop_duplicates()
+        if pairs.empty:
+            return
+        first = pairs.drop_duplicates("key")
+        fresh = first[~first["key"].isin(self._owner.keys())] if self._owner else first
+        self._owner.update(zip(fresh["key"].tolist(), fresh["text"].tolist(), strict=True))
+        owner = pairs["key"].map(self._owner)
+        clash = (owner != pairs["text"]).to_numpy()
+        if clash.any():
+            self.merged.update(pairs["key"][clash].tolist())
+            if self.example is None:
+                at = int(np.flatnonzero(clash)[0])
+                self.example = (owner.iloc[at], pairs["text"].iloc[at], pairs["key"].iloc[at])
+
+    def refuse_merges(self, allow: bool, file: str) -> None:
+        """Fail on the first two raw keys that became one, unless merging is allowed."""
+        if self.example is None or allow:
+            return
+        first, second, key = self.example
+        raise DataError(
+            f"keys {first!r} and {second!r} both become {key!r} under key_normalize "
+            f"{self.mode}, so two clips would share one label; use key_normalize raw, or "
+            "allow_key_merge if they are one clip", file=file, column=self.column)
 
 
 def _recode(raw_codes: np.ndarray, normalized: np.ndarray) -> KeyColumn:
@@ -190,23 +219,6 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) -> tuple[np.ndarr
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
     return codes, pd.Series(uniques)
-
-
-def _normalize_distinct(
-    uniques: pd.Series, column: str, mode: str, regex: re.Pattern[str] | None
-) -> pd.Series:
-    keys = as_text(uniques)
-    mode = effective_mode(mode, column)
-    if mode in ("basename", "stem"):
-        keys = keys.str.replace(r"/+$", "", regex=True).str.replace(r"^.*/", "", regex=True)
-    if mode == "stem":
-        keys = keys.str.replace(r"(?<=.)\.[^.]*$", "", regex=True)
-    elif mode not in ("raw", "basename"):
-        raise UsageError(f"unsupported key normalisation mode: {mode}")
-    if regex is not None:
-        keys = keys.map(_regex_picker(regex), na_action="ignore")
-    keys = keys.str.strip()
-    return keys.where(keys.str.len() > 0, None)
 
 
 def _regex_picker(regex: re.Pattern[str]):

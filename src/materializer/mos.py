@@ -69,7 +69,12 @@ class LabelSet:
 
 
 def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
-    """Decide the scale of one label column (never per row)."""
+    """Decide the scale of one label column (never per row).
+
+    ``auto`` is 0-100 only when at least half the values lie above 5 and 1-5 when none
+    does; a few values above 5 among 1-5 values is more likely a typo than a scale
+    (one ``5.5`` must not rescale a whole file), so it fails.
+    """
     if column.lower() == RAW_COLUMN:
         if requested == "1-5":
             raise UsageError(f"--mos-scale 1-5 contradicts the column name {column!r}",
@@ -77,7 +82,15 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
         return "0-100"
     if requested != "auto":
         return requested
-    return "0-100" if bool((values > 5).any()) else "1-5"
+    above = int((values > 5).sum())
+    if above == 0:
+        return "1-5"
+    if 2 * above >= len(values):
+        return "0-100"
+    first = float(values[values > 5].iloc[0])
+    raise DataError(f"cannot tell the MOS scale: {above} of {len(values)} values are above 5 "
+                    f"(first {first!r}), the rest within 1-5; set mos_scale (--mos-scale) "
+                    "to 1-5 or 0-100", file=file, column=column)
 
 
 def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
@@ -110,7 +123,9 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
                                        "--label-mos-column", written)
     frame = table.to_pandas()
     regex = compile_regex(options.label_key_regex, "--label-key-regex")
-    label_keys = keymod.normalize(frame[key_column], key_column, options.key_normalize, regex)
+    normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, regex)
+    label_keys = normalizer(frame[key_column]).to_series(frame.index)
+    normalizer.refuse_merges(options.allow_key_merge, written)
     values = _numeric_labels(frame, mos_column, label_keys, written)
     keyed = label_keys.notna().to_numpy()
     scale = _scale_of(mos_column, values[keyed], options.mos_scale, written)
@@ -125,10 +140,15 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     else:
         mos, raw = values, (values - 1.0) * 25.0
     labels = pd.DataFrame({"key": label_keys, "mos": mos, RAW_COLUMN: raw, "source": written})
+    spread_rescaled = False
     for target, candidates in LABEL_EXTRAS.items():
         found = keymod.find_column(columns, candidates)
         if found is not None:
             labels[target] = pd.to_numeric(frame[found], errors="coerce")
+            if target == "mos_std_dev" and scale == "0-100":
+                # A spread is in the units of its MOS: 1-5 MOS, 1-5 spread (x 4/100).
+                labels[target] = labels[target] * 4.0 / 100.0
+                spread_rescaled = True
     for name in FEATURE_OWNED_EXTRAS:
         found = keymod.find_column(columns, (name,))
         if found is not None:
@@ -136,10 +156,12 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     described = {
         "key_column": key_column,
         "keyed_rows": int(keyed.sum()),
+        "merged_keys": len(normalizer.merged),
         "mos_column": mos_column,
         "rows": len(frame),
         "scale": scale,
         "source": written,
+        "std_dev_rescaled_to_1_5": spread_rescaled,
     }
     return labels[keyed], described
 
@@ -273,7 +295,8 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
         raise DataError(
             f"MOS label match rate {cov.rate:.3f} below --min-match-rate {min_rate:.3f} "
             f"({cov.matched_keys}/{cov.denominator} keys; {cov.unkeyed_rows} rows without "
-            f"a key; unmatched e.g. {cov.unmatched_feature_keys[:3]})", file=file)
+            f"a key; unmatched e.g. {', '.join(map(ascii, cov.unmatched_feature_keys[:3]))})",
+            file=file)
 
 
 def unmatched_label_keys(labels: LabelSet, feature_uniques: np.ndarray) -> list[str]:
@@ -345,7 +368,7 @@ def _materialize(features: str, labels: list[str], out: str, audit_json: str | N
     for written in labels:
         files.table_format(written)
     feature_regex = compile_regex(options.feature_key_regex, "--feature-key-regex")
-    publish.check_not_an_input(run, [out, audit_json], [features, *labels])
+    publish.check_outputs(run, out, audit_json, [features, *labels])
     hasher = InputHasher([features, *labels], run.base_dir)
     try:
         feature_path = run.resolve(features)
@@ -362,9 +385,11 @@ def _materialize(features: str, labels: list[str], out: str, audit_json: str | N
             return streaming.materialize_streaming(
                 features, labels, out, audit_json, options, run, hasher, key_column,
                 feature_regex, label_set, targets)
-        table = tableio.read_table(feature_path, features, text_columns=[key_column])
-        feature_keys = keymod.normalize_codes(table.column(key_column), key_column,
-                                              options.key_normalize, feature_regex)
+        table = tableio.read_table(feature_path, features, text_columns=[key_column],
+                                   csv_types=files.table_format(out) != "csv")
+        normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, feature_regex)
+        feature_keys = normalizer(table.column(key_column))
+        normalizer.refuse_merges(options.allow_key_merge, features)
         cov = coverage(feature_keys, label_set)
         gate(cov, options.min_match_rate, features)
         joined = attach(table, label_columns(feature_keys, label_set, targets,
@@ -373,6 +398,7 @@ def _materialize(features: str, labels: list[str], out: str, audit_json: str | N
         audit = build_audit(features, out, options, label_set, key_column, cov, labels,
                             joined.num_rows, unmatched_label_keys(label_set, feature_keys.uniques),
                             kept)
+        audit["merged_feature_keys"] = len(normalizer.merged)
         return publish.publish(joined, out, audit_json, audit, run, hasher,
                                {"features": features, "labels": labels})
     finally:

@@ -17,6 +17,9 @@ from materializer.errors import UsageError
 KEY_NORMALIZE_MODES = ("auto", "raw", "basename", "stem")
 MOS_SCALES = ("auto", "1-5", "0-100")
 MISSING_POLICIES = ("mark", "drop", "fail")
+MOS_OUTPUT_COLUMNS = ("mos", "mos_raw_0_100", "mos_label_source", "mos_std_dev",
+                      "mos_n_ratings", "split", "corpus", "corpus_version")
+"""Columns the MOS join may write besides its status column."""
 
 
 def compile_regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
@@ -84,12 +87,13 @@ class MosOptions(_Options):
     status_column: str = "mos_label_status"
     overwrite: bool = False
     mos_scale: str = "auto"
+    allow_key_merge: bool = False
 
     TYPES: ClassVar[dict[str, str]] = {
         "feature_key_column": "str?", "label_key_column": "str?", "label_mos_column": "str?",
         "key_normalize": "str", "feature_key_regex": "str?", "label_key_regex": "str?",
         "min_match_rate": "rate", "status_column": "str", "overwrite": "bool",
-        "mos_scale": "str",
+        "mos_scale": "str", "allow_key_merge": "bool",
     }
 
     def __post_init__(self) -> None:
@@ -101,6 +105,9 @@ class MosOptions(_Options):
                              column="min_match_rate")
         if not self.status_column.strip():
             raise UsageError("status_column must not be empty", column="status_column")
+        if self.status_column in MOS_OUTPUT_COLUMNS:
+            raise UsageError(f"status_column {self.status_column!r} is one of the columns "
+                             "the join writes; choose another name", column="status_column")
         compile_regex(self.feature_key_regex, "feature_key_regex")
         compile_regex(self.label_key_regex, "label_key_regex")
 
@@ -116,15 +123,21 @@ class SecondOpinionOptions(_Options):
     missing_policy: str = "mark"
     prefix: str = "second_opinion"
     overwrite: bool = False
+    allow_key_merge: bool = False
+    min_coverage: float = 0.0
 
     TYPES: ClassVar[dict[str, str]] = {
         "key_column": "str?", "score_key_field": "str?", "score_field": "str?",
         "key_normalize": "str", "missing_policy": "str", "prefix": "str", "overwrite": "bool",
+        "allow_key_merge": "bool", "min_coverage": "rate",
     }
 
     def __post_init__(self) -> None:
         _check_choice("key_normalize", self.key_normalize, KEY_NORMALIZE_MODES)
         _check_choice("missing_policy", self.missing_policy, MISSING_POLICIES)
+        if not 0.0 <= float(self.min_coverage) <= 1.0:
+            raise UsageError(f"min_coverage must be in [0, 1]; got {self.min_coverage!r}",
+                             column="min_coverage")
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.prefix):
             raise UsageError(f"prefix must be letters, digits or '_'; got {self.prefix!r}",
                              column="prefix")

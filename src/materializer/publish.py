@@ -19,17 +19,29 @@ from materializer.errors import UsageError
 from materializer.provenance import InputHasher, RunContext
 
 
-def check_not_an_input(run: RunContext, outputs: list[str | None], inputs: list[str]) -> None:
-    """Refuse an output path that is also an input: nothing may overwrite its own input."""
+def check_outputs(run: RunContext, out: str, audit_json: str | None,
+                  inputs: list[str]) -> None:
+    """Refuse outputs that would destroy something, before any work is done.
+
+    No output may be an input, the table and its audit may not be one file, and
+    neither may be an existing folder (each error names the path at fault).
+    """
     sources = {}
     for written in inputs:
         sources[os.path.realpath(run.resolve(written))] = written
-    for written in outputs:
+    targets: dict[str, str] = {}
+    for written in (out, audit_json):
         if written is None:
             continue
         real = os.path.realpath(run.resolve(written))
         if real in sources:
             raise UsageError(f"output would overwrite the input {sources[real]}", file=written)
+        if real in targets:
+            raise UsageError(f"the table and its audit are the same file {targets[real]}",
+                             file=written)
+        if os.path.isdir(real):
+            raise UsageError("is an existing folder; give a file path", file=written)
+        targets[real] = written
 
 
 def publish(

@@ -91,15 +91,40 @@ def _first(frames: Sequence[pd.DataFrame], candidates: Sequence[str], exact: boo
     return values, fields
 
 
+def _field_per_competitor(levels: Sequence[pd.DataFrame], candidates: Sequence[str],
+                          competitor: pd.Series, exact: bool) -> tuple[pd.Series, dict[str, str]]:
+    """Each competitor's score field, chosen once per file: the first candidate (row,
+    then ``summary``) that any of its rows fills. Rows that leave it empty have no
+    score, never another field's value (a ``mos`` column is ground truth, not a score).
+    """
+    values = pd.Series([None] * len(competitor), index=competitor.index, dtype=object)
+    chosen: dict[str, str] = {}
+    for name in pd.unique(competitor.dropna()):
+        rows = (competitor == name).to_numpy()
+        for level, where in zip(levels, ("", "summary."), strict=False):
+            column = next((c for c in (candidate if exact else keymod.find_column(
+                list(level.columns), (candidate,)) for candidate in candidates)
+                if c in level.columns and level[c][rows].notna().any()), None)
+            if column is not None:
+                values[rows] = level[column][rows].astype(object)
+                chosen[name] = f"{where}{column}"
+                break
+    return values, chosen
+
+
 def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str) -> pd.Series:
     """Present values as floats; a present value that is not a finite number fails."""
     present = values.notna()
     is_bool = values.map(lambda v: isinstance(v, bool), na_action="ignore").fillna(False)
     numbers = pd.to_numeric(values.where(~is_bool.astype(bool), "bool"), errors="coerce")
-    bad = present & ~np.isfinite(numbers.astype("float64"))
+    finite = numbers.astype("float64")
+    bad = present & ~np.isfinite(finite)
+    if what.endswith("runtime"):
+        bad |= present & (finite < 0)
     if bad.any():
         row = bad.to_numpy().nonzero()[0][0]
-        raise DataError(f"{what} {values.iloc[row]!r} is not a finite number", file=file,
+        limit = "a finite number" if what.endswith("score") else "a finite number >= 0"
+        raise DataError(f"{what} {values.iloc[row]!r} is not {limit}", file=file,
                         key=None if pd.isna(keys.iloc[row]) else str(keys.iloc[row]))
     return numbers.astype("float64")
 
@@ -122,7 +147,11 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
     per_frame = pd.DataFrame.from_records(exploded.tolist())
     per_frame.index = exploded.index
     candidates = (options.score_field,) if options.score_field else SCORE_CANDIDATES
-    score, _ = _first([per_frame], candidates, exact=bool(options.score_field))
+    names = [c if options.score_field else keymod.find_column(list(per_frame.columns), (c,))
+             for c in candidates]
+    column = next((c for c in names if c in per_frame.columns and per_frame[c].notna().any()),
+                  None)
+    score = per_frame[column] if column else pd.Series(np.nan, index=per_frame.index)
     if score.isna().any():
         row = score.index[score.isna().to_numpy()][0]
         raise DataError("a frames[] entry has no score field", file=file, key=str(keys.loc[row]))
@@ -136,8 +165,9 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
 
 
 def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext) \
-        -> tuple[pd.DataFrame, int]:
-    """One sidecar as records; returns them and the number of rows without a key."""
+        -> tuple[pd.DataFrame, int, dict[str, str]]:
+    """One sidecar as records (status ok, bad, or missing for a row without a score);
+    returns them, the number of rows without a key and each competitor's score field."""
     key_fields: Sequence[str] = (options.score_key_field,) if options.score_key_field \
         else keymod.SCORE_KEY_CANDIDATES
     frame = _rows_frame(spec, run, key_fields).reset_index(drop=True)
@@ -149,17 +179,7 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
                                            for level in levels):
         raise UsageError(f"--score-key-field {options.score_key_field!r} is not present",
                          file=spec.path, column=options.score_key_field)
-    keys = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    for level in levels:
-        for candidate in key_fields:
-            column = candidate if options.score_key_field else \
-                keymod.find_column(list(level.columns), (candidate,))
-            if column is None or column not in level.columns:
-                continue
-            normalised = keymod.normalize(level[column], column, options.key_normalize, None)
-            keys = keys.where(keys.notna(), normalised)
-    if keys.isna().all():
-        raise DataError("score rows have no key field; pass --score-key-field", file=spec.path)
+    keys = _score_keys(levels, key_fields, options, spec.path)
 
     competitor, _ = _first(levels, ("competitor",))
     competitor = competitor.map(lambda v: str(v).strip() or None, na_action="ignore")
@@ -170,7 +190,8 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
                         file=spec.path, key=str(keys[competitor.isna()].iloc[0]))
 
     candidates = (options.score_field,) if options.score_field else SCORE_CANDIDATES
-    score, _ = _first(levels, candidates, exact=bool(options.score_field))
+    score, fields = _field_per_competitor(levels, candidates, competitor,
+                                          exact=bool(options.score_field))
     score = _numbers(score, keys, spec.path, "score")
     frame_mean, frame_count, frame_runtime = _frame_scores(frame, keys, options, spec.path)
     from_frames = score.isna() & frame_mean.notna()
@@ -178,20 +199,41 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
     frames = frame_count.where(from_frames, 0).astype("int64")
     runtime, _ = _first(levels, RUNTIME_CANDIDATES)
     runtime = _numbers(runtime, keys, spec.path, "runtime").fillna(frame_runtime)
-
     status_raw, _ = _first(levels, ("status",))
     status_text = status_raw.map(lambda v: str(v).strip().lower(), na_action="ignore").fillna("")
-    status = pd.Series(np.where(status_text.isin(OK_STATUSES), "ok", "bad"), index=frame.index)
-    unusable = score.isna() & (status == "ok")
-    if unusable.any():
-        raise DataError("score row has neither a score field nor non-empty frames[]",
-                        file=spec.path, key=str(keys[unusable].iloc[0]))
+    ok = status_text.isin(OK_STATUSES).to_numpy()
+    for name in pd.unique(competitor):
+        rows = (competitor == name).to_numpy()
+        if name not in fields and not from_frames[rows].any() and ok[rows].any():
+            raise DataError(f"neither a score field nor non-empty frames[] in any row of "
+                            f"competitor {name!r} (tried {', '.join(candidates)}); pass "
+                            "--score-field", file=spec.path, key=str(keys[rows & ok].iloc[0]))
+        fields.setdefault(name, "frames[]" if from_frames[rows].any() else "")
+    status = pd.Series(np.where(ok, np.where(score.isna(), "missing", "ok"), "bad"),
+                       index=frame.index)
     records = pd.DataFrame({
         "competitor": competitor, "key": keys, "score": score, "status": status,
         "runtime_ms": runtime, "frames": frames, "source": spec.path,
     })
     keyed = records["key"].notna()
-    return records[keyed], int((~keyed).sum())
+    return records[keyed], int((~keyed).sum()), fields
+
+
+def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str],
+                options: SecondOpinionOptions, file: str) -> pd.Series:
+    """The key field, chosen once per file like the score: the first candidate (row,
+    then ``summary``) that any row fills; a row that leaves it empty has no key."""
+    for level in levels:
+        for candidate in key_fields:
+            column = candidate if options.score_key_field else \
+                keymod.find_column(list(level.columns), (candidate,))
+            if column is None or column not in level.columns or level[column].isna().all():
+                continue
+            normalizer = keymod.KeyNormalizer(column, options.key_normalize, None)
+            keys = normalizer(level[column]).to_series(level.index)
+            normalizer.refuse_merges(options.allow_key_merge, file)
+            return keys
+    raise DataError("score rows have no key field; pass --score-key-field", file=file)
 
 
 def _check_duplicates(records: pd.DataFrame) -> None:
@@ -245,7 +287,7 @@ def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: st
     for written in (out, features, *(s.path for s in specs)):
         files.table_format(written)
     score_paths = [s.path for s in specs]
-    publish.check_not_an_input(run, [out, audit_json], [features, *score_paths])
+    publish.check_outputs(run, out, audit_json, [features, *score_paths])
     hasher = InputHasher([features, *score_paths], run.base_dir)
     try:
         feature_path = run.resolve(features)
@@ -253,7 +295,7 @@ def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: st
         key_column = keymod.resolve_column(columns, options.key_column,
                                            keymod.SCORE_KEY_CANDIDATES, "--key-column", features)
         loaded = [load_scores(spec, options, run) for spec in specs]
-        records = pd.concat([r for r, _ in loaded], ignore_index=True)
+        records = pd.concat([r for r, _, _ in loaded], ignore_index=True)
         if records.empty:
             raise DataError("no scores loaded", file=specs[0].path)
         _check_duplicates(records)
@@ -265,10 +307,16 @@ def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: st
             raise DataError(f"refusing to overwrite existing second-opinion columns "
                             f"{', '.join(existing)}; pass --overwrite", file=features,
                             column=existing[0])
-        table = tableio.read_table(feature_path, features, text_columns=[key_column])
-        feature_keys = keymod.normalize(table.column(key_column), key_column,
-                                        options.key_normalize, None)
+        table = tableio.read_table(feature_path, features, text_columns=[key_column],
+                                   csv_types=files.table_format(out) != "csv")
+        normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, None)
+        feature_keys = normalizer(table.column(key_column)).to_series()
+        normalizer.refuse_merges(options.allow_key_merge, features)
         new_columns, stats, missing_any = _join(records, names, bases, feature_keys)
+        for _, _, fields in loaded:
+            for name, field_name in fields.items():
+                stats[name].setdefault("score_fields", []).append(field_name)
+        _gate(stats, options.min_coverage, len(feature_keys), features)
         table = attach(table, new_columns)
         if options.missing_policy == "fail" and missing_any.any():
             counts = ", ".join(f"{n}={stats[n]['missing_rows']}" for n in names
@@ -282,13 +330,15 @@ def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: st
             "input_rows": len(feature_keys),
             "key_column": key_column,
             "key_normalize": options.key_normalize,
+            "merged_feature_keys": len(normalizer.merged),
+            "min_coverage": float(options.min_coverage),
             "missing_policy": options.missing_policy,
             "output": out,
             "output_rows": table.num_rows,
             "prefix": options.prefix,
             "score_sources": [str(s) for s in specs],
             "unkeyed_feature_rows": int(feature_keys.isna().sum()),
-            "unkeyed_score_rows": sum(n for _, n in loaded),
+            "unkeyed_score_rows": sum(n for _, n, _ in loaded),
             "unmatched_scores": sum(s["unmatched_scores"] for s in stats.values()),
         }
         return publish.publish(table, out, audit_json, audit, run, hasher,
@@ -309,10 +359,10 @@ def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
         mine = records[records["competitor"] == name].reset_index(drop=True)
         positions = pd.Index(mine["key"]).get_indexer(lookup_keys)
         positions[feature_keys.isna().to_numpy()] = -1
-        found = positions >= 0
-        take = np.where(found, positions, 0)
+        take = np.where(positions >= 0, positions, 0)
+        status = np.where(positions >= 0, mine["status"].to_numpy(object)[take], "missing")
+        found = status != "missing"
         lost = ~found
-        status = np.where(found, mine["status"].to_numpy(object)[take], "missing")
         base = bases[name]
         columns[f"{base}_score"] = _nullable_floats(mine["score"].to_numpy()[take], lost)
         columns[f"{base}_status"] = pa.array(status, type=pa.string())
@@ -328,6 +378,7 @@ def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
             "bad_rows": int((status == "bad").sum()),
             "column_prefix": base,
             "competitor": name,
+            "coverage": float(found.mean()) if len(found) else 0.0,
             "matched_rows": int((status == "ok").sum()),
             "missing_rows": int(lost.sum()),
             "scores_loaded": len(mine),
@@ -335,6 +386,20 @@ def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
             "unmatched_scores": int(unmatched.sum()),
         }
     return columns, stats, missing_any
+
+
+def _gate(stats: dict[str, Any], min_coverage: float, input_rows: int, file: str) -> None:
+    """A competitor that scores no feature row (or fewer than ``min_coverage`` of them)
+    is a failed join, not a column of nulls with exit 0."""
+    for name, figures in stats.items():
+        matched = input_rows - figures["missing_rows"]
+        if input_rows and (matched == 0 or figures["coverage"] < min_coverage):
+            raise DataError(
+                f"competitor {name!r} scores {matched} of {input_rows} feature rows "
+                f"(coverage {figures['coverage']:.3f}, min_coverage {min_coverage:.3f}); "
+                f"unmatched score keys e.g. "
+                f"{', '.join(map(ascii, figures['unmatched_score_keys'][:3])) or 'none'}",
+                file=file)
 
 
 def _nullable_floats(values: np.ndarray, lost: np.ndarray) -> pa.Array:

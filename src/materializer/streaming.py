@@ -142,6 +142,7 @@ def materialize_streaming(
     path = run.resolve(features)
     normalize = keymod.KeyNormalizer(key_column, options.key_normalize, feature_regex)
     cov, unmatched_labels = _coverage(path, features, key_column, normalize, label_set)
+    normalize.refuse_merges(options.allow_key_merge, features)
     reader = open_parquet(path)
     mos.gate(cov, options.min_match_rate, features)
     progress = Progress(cov.input_rows, f"{features} -> {out}")
@@ -174,6 +175,7 @@ def materialize_streaming(
     kept = [c for c in mos.FEATURE_OWNED_EXTRAS if c in label_set.extras and c not in targets]
     audit = mos.build_audit(features, out, options, label_set, key_column, cov, labels,
                             cov.input_rows, unmatched_labels, kept)
+    audit["merged_feature_keys"] = len(normalize.merged)
     audit["streamed"] = {"batch_rows": _batch_rows()}
     return publish.publish(pa.table({}), out, audit_json, audit, run, hasher,
                            {"features": features, "labels": list(labels)}, write=write)

@@ -1,8 +1,9 @@
 """Reading and writing tables: parquet, CSV, JSONL/NDJSON and JSON, chosen by extension.
 
 Tables travel as ``pyarrow.Table`` so that parquet inputs keep their exact schema (list
-columns, nullable integers, metadata); CSV and JSON go through pandas without date or
-dtype guessing on strings. Formats and atomic writes live in :mod:`materializer.files`.
+columns, nullable integers, metadata). A CSV cell is text as written; only an empty cell
+is null. ``csv_types`` (see ``type_csv_column``) gives a typed output numbers where every
+cell of a column is one. Formats and atomic writes live in :mod:`materializer.files`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pandas._libs.parsers import STR_NA_VALUES
 
 from materializer.errors import DataError
 from materializer.files import table_format
@@ -27,7 +29,18 @@ from materializer.files import table_format
 
 @contextlib.contextmanager
 def reading(path: Path, written: str) -> Iterator[None]:
-    """Turn the ways a file can be unreadable into one-line data errors naming it."""
+    """Turn the ways a file can be unreadable into one-line data errors naming it.
+
+    Anything but a regular file (after links) is refused before a byte is read: a FIFO
+    would block forever and ``/dev/zero`` would fill memory.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # the read below names the reason
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise DataError("is not a regular file (a FIFO, device or socket); give a table file",
+                        file=written)
     try:
         yield
     except FileNotFoundError:
@@ -40,7 +53,8 @@ def reading(path: Path, written: str) -> Iterator[None]:
         raise DataError(f"not valid UTF-8 text (byte {exc.start})", file=written) from None
     except pd.errors.EmptyDataError:
         raise DataError("file is empty", file=written) from None
-    except (pd.errors.ParserError, pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pd.errors.ParserError, csv.Error, pa.ArrowInvalid, pa.ArrowIOError,
+            OSError) as exc:
         raise DataError(f"cannot read table: {_first_line(exc)}", file=written) from None
 
 
@@ -64,12 +78,15 @@ TextColumns = Sequence[str] | Callable[[list[str]], Sequence[str]]
 """Columns kept exactly as written, or a function choosing them from the column names."""
 
 
-def read_table(path: Path, written: str, text_columns: TextColumns = ()) -> pa.Table:
-    """Read a whole table; ``text_columns`` are kept exactly as written (CSV keys).
+def read_table(path: Path, written: str, text_columns: TextColumns = (),
+               csv_types: bool = True) -> pa.Table:
+    """Read a whole table; ``text_columns`` are kept exactly as written (keys).
 
     ``text_columns`` may be a function of the column names (a key column found by its
     name): it sees the header of a parquet or CSV file, and the parsed columns of a JSON
-    one, so a JSON table is parsed once.
+    one, so a JSON table is parsed once. A CSV file is read as text; with ``csv_types``
+    its other columns become numbers by ``type_csv_column``, without it every cell
+    stays as written (a CSV-to-CSV join).
     """
     fmt = table_format(written)
     with reading(path, written):
@@ -79,25 +96,50 @@ def read_table(path: Path, written: str, text_columns: TextColumns = ()) -> pa.T
                                        written)
         if fmt == "csv":
             header = _csv_columns(path, written)
-            text = _chosen(text_columns, header)
-            # Nullable dtypes: an integer column with a blank stays integer, not float.
-            frame = pd.read_csv(path, encoding="utf-8-sig", dtype_backend="numpy_nullable",
-                                dtype={c: "string" for c in text},
-                                **_csv_missing_values(header, text))
+            text = set(_chosen(text_columns, header))
+            frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False,
+                                na_values=[""])
             if not isinstance(frame.index, pd.RangeIndex):
                 # pandas turns the extra leading fields of a too-long first row into an
                 # index, shifting every column; preserve_index=False would then drop data.
                 raise DataError("row 1 has more fields than the header", file=written)
-        else:
-            frame = read_jsonl(path, written) if fmt == "jsonl" \
-                else frame_from_rows(_json_rows(path, written), written)
+            columns = [pc.cast(c, pa.string()) for c in _arrow_from_frame(frame, written).columns]
+            if csv_types:
+                columns = [column if name in text else type_csv_column(column)
+                           for name, column in zip(header, columns, strict=True)]
+            return pa.table(columns, names=header)
+        frame = read_jsonl(path, written) if fmt == "jsonl" \
+            else frame_from_rows(_json_rows(path, written), written)
     if frame.columns.duplicated().any():
         raise DataError("duplicate column names", file=written)
-    if fmt != "csv":  # JSON keys may mix numbers and text
-        for column in _chosen(text_columns, [str(c) for c in frame.columns]):
-            if column in frame.columns:
-                frame[column] = frame[column].map(str, na_action="ignore")
+    for column in _chosen(text_columns, [str(c) for c in frame.columns]):
+        if column in frame.columns:  # JSON keys may mix numbers and text
+            frame[column] = frame[column].map(str, na_action="ignore")
     return _arrow_from_frame(frame, written)
+
+
+INTEGER_TEXT = r"^-?(0|[1-9][0-9]*)$"
+FLOAT_TEXT = (r"^-?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+              r"|^-?(nan|inf|infinity)$")
+
+
+def type_csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The one typing rule for CSV cells going to a typed format (parquet, JSON).
+
+    A column is int64 when every non-empty cell is an integer written without a sign
+    ``+`` or leading zeros (and fits), float64 when every one is a decimal number or
+    ``nan``/``inf``, and text as written otherwise: ``0042``, ``TRUE``, ``NA`` and
+    ``None`` stay text, so nothing written turns into another value or a null.
+    """
+    present = column.drop_null()
+    if len(present) == 0:
+        return column
+    if pc.all(pc.match_substring_regex(present, INTEGER_TEXT)).as_py():
+        with contextlib.suppress(pa.ArrowInvalid):  # beyond int64
+            return pc.cast(column, pa.int64())
+    if pc.all(pc.match_substring_regex(present, FLOAT_TEXT, ignore_case=True)).as_py():
+        return pc.cast(column, pa.float64())
+    return column
 
 
 def _chosen(text_columns: TextColumns, columns: list[str]) -> Sequence[str]:
@@ -132,25 +174,13 @@ def _csv_columns(path: Path, written: str) -> list[str]:
     return [name or f"Unnamed: {position}" for position, name in enumerate(raw)]
 
 
-def _csv_missing_values(header: Sequence[str], text_columns: Sequence[str]) \
-        -> dict[str, Any]:
-    """Only an empty cell is a missing key: ``NA``, ``None`` or ``null`` are keys as written.
-
-    Other columns keep pandas' usual missing-value words. Without this a key such as
-    ``NA`` would be lost on a CSV round trip (written as text, read back as null).
-    """
-    if not text_columns:
-        return {}
-    defaults = sorted(STR_NA_VALUES)
-    return {"keep_default_na": False,
-            "na_values": {c: [""] if c in text_columns else defaults for c in header}}
-
-
 def read_jsonl(path: Path, written: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError("file is empty", file=written)
     text = path.read_bytes().decode("utf-8-sig")
-    lines = [line for line in text.splitlines() if line.strip()]
+    # Only "\n" ends a JSON line: str.splitlines would also split inside a string at
+    # U+0085, U+2028 or U+2029, rewriting the key it is part of.
+    lines = [line for line in text.split("\n") if line.strip(" \t\r")]
     try:
         rows = json.loads("[" + ",".join(lines) + "]")  # one parse for the whole file
     except json.JSONDecodeError:
@@ -267,6 +297,10 @@ def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
     if fmt == "parquet":
         pq.write_table(table, target)
     elif fmt == "csv":
+        nested = next((f for f in table.schema if pa.types.is_nested(f.type)), None)
+        if nested is not None:
+            raise DataError(f"holds {nested.type} values, which a CSV cell cannot hold "
+                            "without loss; write parquet, JSONL or JSON", column=nested.name)
         # Arrow-backed columns: nullable integers print as integers, floats round-trip.
         table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(target, index=False,
                                                            lineterminator="\n")

@@ -197,8 +197,8 @@ CASES = [
     # --- second-opinion sidecars -----------------------------------------------------
     so_case("score-row-without-score-or-frames", ["s.jsonl", "key 'clip2'",
                                                   "neither a score field nor non-empty frames"],
-            files={"s.jsonl": jsonl(score("clip1"), {"competitor": "dover", "video_id": "clip2",
-                                                      "runtime_ms": 3})}),
+            files={"s.jsonl": jsonl({"competitor": "dover", "video_id": "clip2",
+                                     "runtime_ms": 3})}),
     so_case("score-row-with-empty-frames", ["s.json", "key 'clip1'", "neither a score field"],
             scores=("s.json",), files={"s.json": json.dumps(
                 {"rows": [{"competitor": "q", "video_id": "clip1", "frames": []}]})}),
@@ -212,8 +212,8 @@ CASES = [
             files={"s.jsonl": jsonl(score("clip1", "high"))}),
     so_case("score-infinite", ["s.jsonl", "key 'clip1'", "not a finite number"],
             files={"s.jsonl": '{"competitor": "d", "video_id": "clip1", "score": Infinity}\n'}),
-    so_case("score-nan-csv", ["s.csv", "key 'clip2'", "neither a score field"], scores=("s.csv",),
-            files={"s.csv": "competitor,video_id,score\nd,clip1,3\nd,clip2,nan\n"}),
+    so_case("score-nan-csv", ["s.csv", "key 'clip1'", "neither a score field"], scores=("s.csv",),
+            files={"s.csv": "competitor,video_id,score\nd,clip1,nan\nd,clip2,nan\n"}),
     so_case("duplicate-competitor-key", ["s.jsonl", "key 'clip1'", "duplicate score", "'dover'"],
             files={"s.jsonl": jsonl(score("clip1"), score("clip1", 72.0))}),
     so_case("duplicate-across-files", ["t.jsonl", "key 'clip2'", "duplicate score"],

@@ -174,8 +174,16 @@ def by_mode(key: object, mode: str) -> str | None:
        mode=st.sampled_from(["raw", "basename", "stem"]),
        formats=st.tuples(st.sampled_from(FORMATS), st.sampled_from(FORMATS)))
 def test_key_modes_match_like_pathlib(feature_keys, label_keys, mode, formats) -> None:
-    """Labels are keyed by mode on both sides; colliding keys must agree or fail loudly."""
+    """Labels are keyed by mode on both sides; colliding keys must agree or fail loudly.
+
+    With ``allow_key_merge`` (the mode may fold different paths into one key); without
+    it, a label file whose paths fold together is refused.
+    """
     label_rows = [{"path": k, "mos": 1 + (i % 5)} for i, k in enumerate(label_keys)]
+    folded: dict[str, set[str]] = {}
+    for key in label_keys:
+        if by_mode(key, mode) is not None:
+            folded.setdefault(by_mode(key, mode), set()).add(normalised(key))
     by_key: dict[str, set[float]] = {}
     for row in label_rows:
         key = by_mode(row["path"], mode)
@@ -186,8 +194,13 @@ def test_key_modes_match_like_pathlib(feature_keys, label_keys, mode, formats) -
         write_rows(base / f"f.{formats[0]}", [{"path": k, "n": i}
                                               for i, k in enumerate(feature_keys)], formats[0])
         write_rows(base / f"l.{formats[1]}", label_rows, formats[1])
-        options = MosOptions(min_match_rate=0.0, key_normalize=mode)
         run = RunContext("property-test", base_dir=folder)
+        if any(len(raw) > 1 for raw in folded.values()):
+            with pytest.raises(MaterializeError, match="both become"):
+                materialize_mos_labels(f"f.{formats[0]}", [f"l.{formats[1]}"], "o.jsonl",
+                                       options=MosOptions(min_match_rate=0.0,
+                                                          key_normalize=mode), run=run)
+        options = MosOptions(min_match_rate=0.0, key_normalize=mode, allow_key_merge=True)
         if not by_key or any(len(v) > 1 for v in by_key.values()):
             with pytest.raises(MaterializeError, match="conflicting MOS labels|no MOS labels"):
                 materialize_mos_labels(f"f.{formats[0]}", [f"l.{formats[1]}"], "o.jsonl",
@@ -260,6 +273,16 @@ def test_second_opinion_join_equals_reference_join(case) -> None:
                   for i, (_, rows, fmt) in enumerate(case["files"])]
         options = SecondOpinionOptions(key_column="video_id", score_key_field="video_id",
                                        key_normalize="raw", missing_policy=case["policy"])
+        marked = reference_second_opinion({**case, "policy": "mark"})
+        if len(marked) and any((marked[f"second_opinion_{slug(name)}_status"] == "missing").all()
+                               for name, _, _ in case["files"]):
+            # A competitor that scores no feature row fails the table (and writes nothing).
+            with pytest.raises(MaterializeError, match="scores 0 of"):
+                materialize_second_opinion(features, scores, f"out.{case['out_fmt']}",
+                                           options=options,
+                                           run=RunContext("property-test", base_dir=folder))
+            assert not (base / f"out.{case['out_fmt']}").exists()
+            return
         audit = materialize_second_opinion(features, scores, f"out.{case['out_fmt']}",
                                            options=options,
                                            run=RunContext("property-test", base_dir=folder))
