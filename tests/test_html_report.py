@@ -70,7 +70,7 @@ def test_example_scatter_correlations_match_a_direct_computation(example: Path) 
     table = pd.read_json(example / "results" / "second-opinion" / "live-vqc.jsonl", lines=True)
     x, y = plots.paired(table, "mos", "second_opinion_viideo_score")
     caption = (example / "results" / "reports" / "plots" / "second-opinion" /
-               "live-vqc-viideo" / "viideo.html").read_text(encoding="utf-8")
+               "live-vqc-viideo" / "scatters" / "viideo.html").read_text(encoding="utf-8")
     assert f"Spearman &rho; = {plots.spearman(x, y):+.3f}" in caption
     assert f"Pearson r = {np.corrcoef(x, y)[0, 1]:+.3f}" in caption
 
@@ -150,7 +150,7 @@ def test_report_builds_after_a_failed_table_and_shows_its_error(tmp_path: Path) 
     assert "2 of 4 failed" in front
     assert re.search(r'<tr class="error"><td><b>main</b>.*?match rate 0\.333', front, re.S)
     assert "which did not finish" in front  # main-dover, downstream of main
-    notes = (tmp_path / "reports" / "plots" / "mos-labels" / "extra.html").read_text()
+    notes = (tmp_path / "reports" / "plots" / "mos-labels" / "extra" / "extra.html").read_text()
     assert "<code>x2</code>" in notes and "<code>y9</code>" in notes  # unmatched keys
 
 

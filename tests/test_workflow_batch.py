@@ -283,8 +283,9 @@ def test_changed_option_of_one_table_reruns_only_it(project: Path) -> None:
     planned, changed = run_and_see(project)
     assert planned == {"mos_labels__extra", "report__mos_labels", "report__second_opinion",
                        "plot_mos_labels__extra", *SUMMARY_PLOTS, "all"}
-    assert {p for p in changed if not p.startswith("reports/")} == {
-        "mos/extra.parquet", "mos/extra.parquet.audit.json"}
+    assert {p for p in changed if not p.startswith("reports/")} == {  # with the sidecars
+        "mos/extra.parquet", "mos/extra.parquet.audit.json", "mos/.extra.parquet.previous",
+        "mos/.extra.parquet.audit.json.previous"}
 
 
 def test_adding_a_table_runs_only_it(project: Path) -> None:
@@ -297,8 +298,9 @@ def test_adding_a_table_runs_only_it(project: Path) -> None:
     planned, changed = run_and_see(project)
     assert planned == {"mos_labels__new", "report__mos_labels", "report__second_opinion",
                        "plot_mos_labels__new", *SUMMARY_PLOTS, "all"}
-    assert {p for p in changed if not p.startswith("reports/")} == {
-        "mos/new.parquet", "mos/new.parquet.audit.json"}
+    assert {p for p in changed if not p.startswith("reports/")} == {  # with the sidecars
+        "mos/new.parquet", "mos/new.parquet.audit.json", "mos/.new.parquet.previous",
+        "mos/.new.parquet.audit.json.previous"}
 
 
 def test_editing_comments_and_order_of_the_manifest_reruns_no_table(project: Path) -> None:
@@ -319,6 +321,7 @@ def test_deleted_table_is_rebuilt(project: Path) -> None:
 
 def test_failing_table_does_not_stop_the_others_and_the_report_says_failed(project: Path) \
         -> None:
+    previous = (project / "mos" / "main.parquet").read_bytes()
     write_csv(project / "data" / "labels.csv", "clip_id,mos\nc1,3.0\n")  # 1/3 < 1.0
     write_csv(project / "data" / "labels_x.csv", "clip_id,mos\nx1,2.5\n")
     done = snakemake(project, "--configfile", "manifest.yaml")
@@ -337,7 +340,7 @@ def test_failing_table_does_not_stop_the_others_and_the_report_says_failed(proje
     markdown = (project / "reports" / "mos.md").read_text()
     assert "Status: **failed**" in markdown
     assert "| main | error | - | - | - | `mos/main.parquet` |\n" in markdown
-    assert not (project / "mos" / "main.parquet").exists()
+    assert (project / "mos" / "main.parquet").read_bytes() == previous  # kept, not rewritten
 
     write_csv(project / "data" / "labels.csv", "clip_id,mos\nc1,3.0\nc2,4.0\nc3,2.5\n")
     ok(snakemake(project, "--configfile", "manifest.yaml"))

@@ -8,6 +8,7 @@ Nothing here imports pandas or pyarrow: manifests are planned without them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -116,9 +117,15 @@ def commit_outputs(pairs: Sequence[tuple[Path, Path]]) -> None:
     others succeeded, those are undone: a target that existed gets its previous bytes
     back (kept through a hard link while the commit runs), a new one is removed.
     """
-    for _, target in pairs:
-        if target.is_dir():
-            raise DataError("is an existing folder; cannot publish here", file=str(target))
+    with _commit_lock({target.parent for _, target in pairs}):
+        for _, target in pairs:
+            if target.is_dir():
+                raise DataError("is an existing folder; cannot publish here", file=str(target))
+        _rename_all(pairs)
+
+
+def _rename_all(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """``os.replace`` each pair in order, undoing the earlier ones if one fails."""
     done: list[tuple[Path, Path | None]] = []
     try:
         for temp, target in pairs:
@@ -137,6 +144,30 @@ def commit_outputs(pairs: Sequence[tuple[Path, Path]]) -> None:
         for _, previous in done:
             if previous is not None:
                 previous.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _commit_lock(folders: set[Path]) -> Iterator[None]:
+    """Hold an exclusive lock on each target folder while a table and its audit move.
+
+    Two runs publishing the same table at once would otherwise interleave their renames
+    and leave one run's audit beside the other run's table. Folders are locked in sorted
+    order (no deadlock); where a file system has no locks, the commit goes on unlocked.
+    """
+    handles = []
+    try:
+        for folder in sorted(folders):
+            try:
+                fd = os.open(folder, os.O_RDONLY)
+            except OSError:
+                continue
+            handles.append(fd)
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        for fd in handles:
+            os.close(fd)  # closing releases the lock
 
 
 def _keep_previous(target: Path) -> Path | None:

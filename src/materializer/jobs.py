@@ -4,6 +4,11 @@ Jobs run as threads of the Snakemake process, so they write to their own log han
 never touch ``sys.stderr``. Besides its declared outputs (the table and its audit) each
 job leaves a small status file: Snakemake deletes a failed job's outputs, and the batch
 report written after a failure needs to know which tables failed and why.
+
+Snakemake also deletes a job's existing outputs before it runs, so a rerun that fails would
+lose the previous table. A job that succeeds therefore hard-links its table and audit to
+hidden sidecars beside them (``.NAME.previous``); after a failed run the workflow's
+``onerror`` puts them back with :func:`restore_failed_tables`.
 """
 
 from __future__ import annotations
@@ -22,11 +27,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from materializer.errors import MaterializeError
-from materializer.manifest import MOS, SECOND_OPINION, SOURCE_FIELD
+from materializer.manifest import MOS, SECOND_OPINION, SOURCE_FIELD, Manifest, Table
 from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
 from materializer.provenance import RunContext
 
 STATUS_ROOT = os.path.join("logs", "status")
+PREVIOUS_SUFFIX = ".previous"
 
 
 def status_path(kind: str, table_id: str, root: str = STATUS_ROOT) -> str:
@@ -108,8 +114,9 @@ def _summary_line(spec: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
 def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
     """Delete the temporary files a killed run left beside this table's outputs.
 
-    Safe here and only here: Snakemake's lock keeps any other writer of these outputs
-    away while the job runs. The plain commands never do this (two may run at once).
+    Only ``.NAME.*.tmp``: the ``.NAME.previous`` sidecars stay. Safe here and only here:
+    Snakemake's lock keeps any other writer of these outputs away while the job runs. The
+    plain commands never do this (two may run at once).
     """
     prefixes: dict[Path, tuple[str, ...]] = {}  # one listing per folder (table + audit)
     for written in outputs:
@@ -181,8 +188,98 @@ def run_table(
             raise
         record.update(status="ok", finished_at=_now(), outputs=stamps(outputs, base_dir))
         write_status(status, record)
+        keep_previous(outputs, base_dir, handle)
         _log(handle, _summary_line(spec, audit))
     return audit
+
+
+def previous_path(target: Path) -> Path:
+    """The sidecar keeping an output's last good bytes: same folder, so same filesystem."""
+    return target.with_name(f".{target.name}{PREVIOUS_SUFFIX}")
+
+
+def keep_previous(outputs: Sequence[str], base_dir: str, log: TextIO) -> None:
+    """Hard-link a finished table's outputs to their sidecars, replacing older ones.
+
+    Links cost no copy, however large the table. The older sidecars go first, so a failure
+    (or a kill) half-way never pairs a new table with an old audit; where links are not
+    possible nothing is kept, and a failed rerun then loses the previous table.
+    """
+    targets = [Path(base_dir) / written for written in outputs]
+    try:
+        _drop_previous(targets)
+        for target in targets:
+            os.link(target, previous_path(target))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            _drop_previous(targets)
+        _log(log, f"previous version not kept (needs hard links beside the outputs): "
+                  f"{exc.strerror or exc}")
+
+
+def _drop_previous(targets: Sequence[Path]) -> None:
+    for target in targets:
+        previous_path(target).unlink(missing_ok=True)
+
+
+def restore_previous(outputs: Sequence[str], inputs: Sequence[str], base_dir: str) -> bool:
+    """Put back a failed table's last good outputs, which Snakemake deleted; True if done.
+
+    Only when every output is gone and every sidecar is a plain file, so a table and its
+    audit always come back as a pair. The sidecars stay (a second failed rerun restores
+    again). The restored files are dated before the newest input: without that a rerun
+    that failed on changed options alone would look up to date next time.
+    """
+    targets = [Path(base_dir) / written for written in outputs]
+    if any(os.path.lexists(t) for t in targets) or not all(
+            _is_plain_file(previous_path(t)) for t in targets):
+        return False
+    linked: list[Path] = []
+    try:
+        for target in targets:
+            os.link(previous_path(target), target)
+            linked.append(target)
+    except OSError:
+        for target in linked:
+            target.unlink(missing_ok=True)
+        return False
+    _date_before_inputs(targets, inputs, base_dir)
+    return True
+
+
+def _is_plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def _date_before_inputs(targets: Sequence[Path], inputs: Sequence[str], base_dir: str) -> None:
+    """Make each target one second older than the newest input, if it is not already."""
+    seen = [info[1] for info in stamps(list(inputs), base_dir).values() if info is not None]
+    if not seen:
+        return
+    before = max(seen) - 1_000_000_000
+    for target in targets:
+        info = target.stat()
+        if info.st_mtime_ns > before:
+            os.utime(target, ns=(info.st_atime_ns, before))
+
+
+def restore_failed_tables(manifest: Manifest, status_root: str = STATUS_ROOT) -> list[Table]:
+    """After a failed run, restore every table whose status says its current spec failed.
+
+    Returns the tables restored: Snakemake recorded their outputs as the failed job's, and
+    the workflow must make it forget that, or the next run would not rerun them.
+    """
+    restored = []
+    for table in manifest.tables:
+        status = read_status(status_path(table.kind, table.id, status_root))
+        spec_json = table.spec_json()
+        if status is None or status.get("status") != "error" \
+                or status.get("spec_sha256") != spec_digest(spec_json):
+            continue
+        inputs, outputs = spec_paths(json.loads(spec_json))
+        if restore_previous(outputs, inputs, manifest.base_dir):
+            restored.append(table)
+    return restored
 
 
 class _ThisThread(logging.Filter):

@@ -36,6 +36,9 @@ SOURCE_FIELD = {MOS: "labels", SECOND_OPINION: "scores"}
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SUFFIX = ".audit.json"
 DEFAULT_REPORT_DIR = "reports"
+BOOKKEEPING = {"logs": "job logs and status files", ".snakemake": "Snakemake's own state"}
+"""Folders of the working directory that the workflow writes itself: an output there
+clashes with them (a job's status file overwrote an audit of the same name)."""
 AUTO_FIGURE_TABLES = 100
 """Without ``report_plots``, per-table report figures are drawn for up to this many tables."""
 
@@ -372,7 +375,8 @@ def load_manifest(
     it is relative to the working directory. The manifest's ``base_dir`` is relative to
     the manifest's folder; without either, paths resolve from the manifest's folder.
     Default report paths go under ``report_dir`` (default: ``reports/<manifest stem>/``
-    in the working directory).
+    in the working directory, which is Snakemake's ``-d``). No output may go into the
+    working directory's bookkeeping folders (:data:`BOOKKEEPING`).
     """
     problems = _Problems()
     manifest_dir = os.path.dirname(os.path.abspath(manifest_path))
@@ -429,7 +433,8 @@ def load_manifest(
     manifest = Manifest(path=manifest_path, base_dir=root,
                         report_plots_requested=data.get("report_plots"))
     stem = Path(manifest_path).name.split(".")[0] or "manifest"
-    reports = report_dir or os.path.join(os.getcwd(), DEFAULT_REPORT_DIR, stem)
+    work_dir = os.getcwd()
+    reports = report_dir or os.path.join(work_dir, DEFAULT_REPORT_DIR, stem)
 
     outs = {resolve(root, t["out"]) for key in kinds
             for t in _raw_tables(data if key == "" else data.get(key))
@@ -477,7 +482,7 @@ def load_manifest(
             report_md_written=md_written,
         ))
 
-    _cross_checks(manifest, partials, problems)
+    _cross_checks(manifest, partials, problems, work_dir)
     if problems.items:
         raise ManifestError(manifest_path, problems.items)
     return manifest
@@ -574,7 +579,8 @@ def _partial_entry(kind: str, index: int, raw: Mapping[str, Any], where: str) ->
     return _Entry(kind, index, str(raw.get("id")), where, text("features"), paths, out, audit)
 
 
-def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Problems) -> None:
+def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Problems,
+                  work_dir: str) -> None:
     """Colliding outputs, outputs that are inputs, cycles (broken tables included)."""
     writers: dict[str, list[str]] = {}
     entries: list[Any] = [*manifest.tables, *partials]
@@ -589,11 +595,17 @@ def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Pro
                            ("report_md", section.report_md)):
             writers.setdefault(path, []).append(f"{section.key} {name}")
     manifest_file = os.path.abspath(manifest.path)
+    bookkeeping = {name: os.path.realpath(os.path.join(work_dir, name)) for name in BOOKKEEPING}
+    real_folder = functools.lru_cache(maxsize=None)(os.path.realpath)
     for path, who in writers.items():
         if len(who) > 1:
             problems.add(who[1], f"writes the same file as {who[0]}: {path}")
         if os.path.abspath(path) == manifest_file:
             problems.add(who[0], f"would overwrite the manifest itself: {path}")
+        folder = _bookkeeping_folder(real_folder(os.path.dirname(path)), bookkeeping)
+        for writer in who if folder else ():
+            problems.add(writer, f"is inside {folder}/ of the working directory, which holds "
+                         f"the workflow's {BOOKKEEPING[folder]}: {path}")
 
     producer = {manifest.resolve(t.out): t for t in entries if t.out}
     outputs = set(writers)
@@ -625,3 +637,11 @@ def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Pro
         names = " -> ".join(repr(t.id) for t in [*loop, loop[0]])
         problems.add(f"{loop[0].where} field 'features'",
                      f"tables read each other's out in a cycle: {names}")
+
+
+def _bookkeeping_folder(real_parent: str, folders: Mapping[str, str]) -> str | None:
+    """The bookkeeping folder (name → real path) holding a file whose folder's real path
+    is ``real_parent`` (symlinked folders followed; the file itself is replaced, not
+    written through, so its own link does not count)."""
+    return next((name for name, folder in folders.items()
+                 if os.path.commonpath([real_parent, folder]) == folder), None)

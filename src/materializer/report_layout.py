@@ -30,12 +30,17 @@ class PlotLayout:
     folder: str
 
     def table_files(self, kind: str, table_id: str) -> dict[str, str]:
-        """What one table's plot job writes (second opinion: a folder of scatters)."""
-        base = os.path.join(self.folder, kind, table_id)
+        """What one table's plot job writes (second opinion: a folder of scatters).
+
+        Each table has a folder of its own (ids hold no ``/``), so no two ids, such as
+        ``a`` and ``a.mos``, can name one file; the file names keep the id for the report.
+        """
+        base = os.path.join(self.folder, kind, table_id, table_id)
         if kind == MOS:
             return {"histogram": f"{base}.mos.png", "caption": f"{base}.mos.html",
                     "notes": f"{base}.html"}
-        return {"scatters": base, "notes": f"{base}.html"}
+        return {"scatters": os.path.join(self.folder, kind, table_id, "scatters"),
+                "notes": f"{base}.html"}
 
     @property
     def summary(self) -> str:

@@ -312,6 +312,34 @@ def test_failed_audit_rename_leaves_the_previous_table(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv"]  # no link left behind
 
 
+def test_concurrent_runs_never_pair_one_runs_audit_with_anothers_table(tmp_path: Path) -> None:
+    """A commit holds a lock on the output folder, so two runs publishing one table
+    cannot interleave their renames: while another holder has the lock, nothing moves."""
+    import fcntl
+
+    from rel_support import wait_for
+
+    from materializer.provenance import sha256_file
+
+    write_files(tmp_path, {"f.csv": "key\na\n", "l.csv": "key,mos\na,3\n"})
+    (tmp_path / "out").mkdir()
+    fd = os.open(tmp_path / "out", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        process = subprocess.Popen(
+            [str(Path(os.sys.executable).parent / MOS), "--features", "f.csv", "--labels",
+             "l.csv", "--out", "out/o.csv", "--audit-json", "out/a.json"], cwd=tmp_path,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        both_ready = lambda: len(list((tmp_path / "out").glob(".*.tmp"))) == 2  # noqa: E731
+        assert wait_for(both_ready, timeout=60), "the run never reached its commit"
+        assert process.poll() is None and not (tmp_path / "out" / "o.csv").exists()
+    finally:
+        os.close(fd)
+    assert process.wait(timeout=60) == 0, process.stderr.read()
+    cited = audit(tmp_path / "out" / "a.json")["run_provenance"]["outputs"]["out"]["sha256"]
+    assert cited == sha256_file(tmp_path / "out" / "o.csv")
+
+
 # --- 16, 17: files that are not tables ------------------------------------------------
 
 

@@ -286,8 +286,8 @@ def test_failing_tables_are_reported_one_line_each_and_publish_nothing(tmp_path:
     before = inputs(tmp_path)
     done = run_snakemake(tmp_path, "-c", "2")
     assert done.returncode != 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.csv",
-                                                                   "good.csv.audit.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [  # with its sidecars
+        ".good.csv.audit.json.previous", ".good.csv.previous", "good.csv", "good.csv.audit.json"]
     expected = {
         "conflict": ["data/conflict.csv", "key 'b'", "conflicting MOS labels"],
         "corrupt": ["data/bad.parquet", "cannot read table"],

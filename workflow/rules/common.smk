@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import snakemake
+from snakemake.io import IOFile
 
 from materializer import batch, jobs
 from materializer.manifest import ManifestError, load_manifest
@@ -184,10 +185,31 @@ def report_kind(section_key):
     return next(s.kind for s in MANIFEST.sections if s.key == section_key)
 
 
-def write_reports_after_failure():
-    """onerror: the report rule cannot run, so build every report from audits + status."""
+def restore_failed_tables():
+    """onerror: put back the previous table and audit of every table that failed.
+
+    Snakemake recorded the failed job as having made them (its inputs' checksums, its
+    params): drop that record, as `--cleanup-metadata` does, so the next run reruns it.
+    """
+    for table in jobs.restore_failed_tables(MANIFEST, jobs.STATUS_ROOT):
+        for path in (smk(table.out), smk(table.audit_json)):
+            workflow.persistence.cleanup_metadata(IOFile(path))
+        print(
+            f"table {table.id}: failed; kept its previous {smk(table.out)} and audit",
+            file=sys.stderr,
+        )
+
+
+def after_failure():
+    """onerror: previous outputs of failed tables back in place, then every report."""
     if set(workflow.dag_settings.targets) == {"verify"}:
         return  # a failed check must not rewrite the reports it checked
+    restore_failed_tables()
+    write_reports_after_failure()
+
+
+def write_reports_after_failure():
+    """The report rule cannot run, so build every report from audits + status."""
     outcomes = batch.outcomes_after_failure(MANIFEST, jobs.STATUS_ROOT)
     for section in MANIFEST.sections:
         write_report(section.key, outcomes, stderr=sys.stderr)

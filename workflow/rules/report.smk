@@ -21,4 +21,4 @@ for _section in MANIFEST.sections:
 
 
 onerror:
-    write_reports_after_failure()
+    after_failure()
