@@ -108,6 +108,19 @@ def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str
     return numbers
 
 
+def _spread_numbers(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
+    """A spread or rating count: empty is unknown, anything else a finite number >= 0
+    (``n/a`` must not become an unknown silently, nor ``-0.4`` a spread)."""
+    numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    bad = (keys.notna() & frame[column].notna()).to_numpy() \
+        & ~(np.isfinite(numbers.to_numpy()) & (numbers.to_numpy() >= 0))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"value {str(frame[column].iloc[first])!r} is not a finite number >= 0",
+                        file=file, column=column, key=str(keys.iloc[first]))
+    return numbers
+
+
 def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tuple[pd.DataFrame,
                                                                                   dict[str, Any]]:
     def key_of(columns: list[str]) -> str:
@@ -144,7 +157,7 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     for target, candidates in LABEL_EXTRAS.items():
         found = keymod.find_column(columns, candidates)
         if found is not None:
-            labels[target] = pd.to_numeric(frame[found], errors="coerce")
+            labels[target] = _spread_numbers(frame, found, label_keys, written)
             if target == "mos_std_dev" and scale == "0-100":
                 # A spread is in the units of its MOS: 1-5 MOS, 1-5 spread (x 4/100).
                 labels[target] = labels[target] * 4.0 / 100.0
@@ -185,10 +198,28 @@ def load_labels(label_paths: Sequence[str], options: MosOptions, run: RunContext
         raise DataError(
             f"conflicting MOS labels: {first.mos!r} in {first.source} vs {second.mos!r} in "
             f"{second.source}", file=second.source, key=str(key))
+    extras = [c for c in distinct.columns if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
+    _refuse_extra_conflicts(merged, extras)
     table = distinct.drop_duplicates(subset=["key"]).reset_index(drop=True)
-    extras = [c for c in table.columns if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
     types = {c: pa.array(table[c], from_pandas=True).type for c in ["mos", RAW_COLUMN, *extras]}
     return LabelSet(table=table, files=files, extras=extras, types=types)
+
+
+def _refuse_extra_conflicts(merged: pd.DataFrame, extras: Sequence[str]) -> None:
+    """Files that agree on a clip's MOS must agree on its spread, count and split too:
+    keeping the first file's value would hide the disagreement."""
+    if not merged["key"].duplicated().any():
+        return
+    for extra in extras:
+        known = merged.dropna(subset=[extra])
+        spread = known.groupby("key", sort=False)[extra].nunique()
+        if (spread > 1).any():
+            key = spread.index[(spread > 1).to_numpy()][0]
+            first, second = known[known["key"] == key].drop_duplicates(extra).iloc[:2] \
+                .itertuples()
+            raise DataError(f"conflicting {extra}: {getattr(first, extra)!r} in {first.source} "
+                            f"vs {getattr(second, extra)!r} in {second.source}",
+                            file=second.source, key=str(key))
 
 
 def target_columns(labels: LabelSet, status_column: str, feature_columns: Sequence[str]) \

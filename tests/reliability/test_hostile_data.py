@@ -167,6 +167,25 @@ def test_one_typo_above_5_does_not_rescale_a_whole_file(tmp_path: Path) -> None:
     assert strict.returncode == 1 and "outside the 1-5 scale" in strict.stderr
 
 
+def test_label_spreads_that_are_not_numbers_or_disagree_are_errors(tmp_path: Path) -> None:
+    """Found attacking further: ``n/a`` became an unknown spread silently, a negative
+    spread passed, and a second file's different spread for the same MOS was dropped."""
+    write_files(tmp_path, {"f.csv": "key\na\nb\n",
+                           "bad.csv": "key,mos,mos_std_dev\na,3,n/a\nb,4,0.5\n",
+                           "neg.csv": "key,mos,n_ratings\na,3,-2\nb,4,20\n",
+                           "one.csv": "key,mos,mos_std_dev\na,3,0.5\nb,4,0.5\n",
+                           "two.csv": "key,mos,mos_std_dev\na,3,0.7\n"})
+    cases = {("bad.csv",): "bad.csv: column 'mos_std_dev': key 'a': value 'n/a' is not",
+             ("neg.csv",): "neg.csv: column 'n_ratings': key 'a': value '-2' is not",
+             ("one.csv", "two.csv"): "two.csv: key 'a': conflicting mos_std_dev: 0.5 in "
+                                     "one.csv vs 0.7 in two.csv"}
+    for labels, expected in cases.items():
+        args = [arg for label in labels for arg in ("--labels", label)]
+        done = run_command(MOS, "--features", "f.csv", *args, "--out", "o.csv", cwd=tmp_path)
+        assert done.returncode == 1 and expected in one_line_error(done.stderr), done.stderr
+        assert not (tmp_path / "o.csv").exists()
+
+
 # --- 8: CSV cells come back as written --------------------------------------------------
 
 
