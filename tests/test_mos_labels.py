@@ -215,7 +215,7 @@ def test_invalid_regex_is_a_usage_error_before_reading(tmp_path: Path, mos) -> N
     done = mos("--features", "missing.csv", "--labels", "l.csv", "--out", "o.parquet",
                "--feature-key-regex", "([0-9]")
     assert done.returncode == 2
-    assert "feature_key_regex is not a valid regular expression" in done.stderr
+    assert "--feature-key-regex is not a valid regular expression" in done.stderr
 
 
 def test_parquet_list_columns_and_dtypes_survive_every_output_format(tmp_path: Path,

@@ -244,3 +244,44 @@ def test_corrupt_page_is_one_clear_error_and_writes_nothing(tmp_path: Path, colu
                                       "cannot read table"), done.stderr
         assert "Traceback" not in done.stderr
         assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("policy", ["mark", "drop"])
+def test_second_opinion_joins_stream_with_the_in_memory_result(tmp_path: Path,
+                                                               policy: str) -> None:
+    """Second-opinion joins go through the same skeleton: a large parquet table streams,
+    with the same rows (``drop`` removes the same ones) and the same audit."""
+    rows = 40_000
+    features = konvid_features(rows)
+    pq.write_table(features, tmp_path / "f.parquet", row_group_size=7000)
+    clips = 3_000_000_000 + np.arange(rows // FRAMES_PER_CLIP) * 7919
+    scored = pd.DataFrame({"competitor": "dover", "path": [f"{c}.mp4" for c in clips[::2]],
+                           "score": np.linspace(0, 1, len(clips[::2])),
+                           "status": np.where(np.arange(len(clips[::2])) % 7 == 0, "failed",
+                                              "ok")})
+    scored.to_csv(tmp_path / "s.csv", index=False)
+    command = str(Path(sys.executable).parent / "materialize-second-opinion-features")
+    audits = {}
+    for mode in ("never", "always"):
+        environ = dict(os.environ, MATERIALIZER_STREAM=mode, MATERIALIZER_BATCH_ROWS=BATCH_ROWS)
+        done = subprocess.run(
+            [command, "--features", "f.parquet", "--scores", "s.csv", "--out", f"{mode}.parquet",
+             "--audit-json", f"{mode}.json", "--key-column", "path", "--key-normalize",
+             "basename", "--missing-policy", policy],
+            cwd=tmp_path, env=environ, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        audits[mode] = json.loads((tmp_path / f"{mode}.json").read_text())
+    assert "streamed" in audits["always"] and "streamed" not in audits["never"]
+    for audit in audits.values():
+        audit.pop("run_provenance")
+        audit.pop("streamed", None)
+        audit.pop("output")
+    assert audits["never"] == audits["always"]
+    never, always = (pq.read_table(tmp_path / f"{m}.parquet") for m in ("never", "always"))
+    assert never.equals(always)
+    status = never.column("second_opinion_dover_status").to_pylist()
+    assert never.num_rows == audits["never"]["output_rows"]
+    if policy == "mark":
+        assert never.num_rows == rows and {"ok", "bad", "missing"} == set(status)
+    else:
+        assert 0 < never.num_rows < rows and "missing" not in status

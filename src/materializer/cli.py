@@ -13,13 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from materializer.errors import MaterializeError
-from materializer.options import (
-    KEY_NORMALIZE_MODES,
-    MISSING_POLICIES,
-    MOS_SCALES,
-    MosOptions,
-    SecondOpinionOptions,
-)
+from materializer.options import MosOptions, SecondOpinionOptions, named_as_flags
 from materializer.provenance import RunContext
 
 
@@ -33,6 +27,20 @@ def _rate(text: str) -> float:
     return value
 
 
+def add_option_flags(parser: argparse.ArgumentParser, options: type[Any]) -> None:
+    """One flag per declared option (``--min-match-rate`` for ``min_match_rate``), with its
+    default, choices and help from the declaration: nothing here to keep in step."""
+    for field in options.declared():
+        flag = f"--{field.name.replace('_', '-')}"
+        meta = field.metadata
+        if meta["type"] == "bool":
+            parser.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            parser.add_argument(flag, default=field.default, help=meta["help"],
+                                type=_rate if meta["type"] == "rate" else str,
+                                choices=meta["choices"] or None)
+
+
 def mos_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="materialize-mos-labels",
@@ -44,21 +52,7 @@ def mos_parser() -> argparse.ArgumentParser:
                         help="label table (repeatable, read in order)")
     parser.add_argument("--out", required=True, help="output table (format by extension)")
     parser.add_argument("--audit-json", help="audit JSON path")
-    parser.add_argument("--feature-key-column")
-    parser.add_argument("--label-key-column")
-    parser.add_argument("--label-mos-column")
-    parser.add_argument("--key-normalize", choices=KEY_NORMALIZE_MODES, default="auto")
-    parser.add_argument("--feature-key-regex")
-    parser.add_argument("--label-key-regex")
-    parser.add_argument("--min-match-rate", type=_rate, default=0.95)
-    parser.add_argument("--status-column", default="mos_label_status")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing label columns")
-    parser.add_argument("--mos-scale", choices=MOS_SCALES, default="auto",
-                        help="scale of every label column; auto: 0-100 when at least half the "
-                        "values are above 5, 1-5 when none is, an error in between")
-    parser.add_argument("--allow-key-merge", action="store_true",
-                        help="let the key mode fold different raw keys into one")
+    add_option_flags(parser, MosOptions)
     return parser
 
 
@@ -73,26 +67,21 @@ def second_opinion_parser() -> argparse.ArgumentParser:
                         help="score sidecar (repeatable); LABEL is the fallback competitor")
     parser.add_argument("--out", required=True, help="output table (format by extension)")
     parser.add_argument("--audit-json", help="audit JSON path")
-    parser.add_argument("--key-column")
-    parser.add_argument("--score-key-field")
-    parser.add_argument("--score-field")
-    parser.add_argument("--key-normalize", choices=KEY_NORMALIZE_MODES, default="auto")
-    parser.add_argument("--missing-policy", choices=MISSING_POLICIES, default="mark")
-    parser.add_argument("--prefix", default="second_opinion")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--allow-key-merge", action="store_true",
-                        help="let the key mode fold different raw keys into one")
-    parser.add_argument("--min-coverage", type=_rate, default=0.0,
-                        help="least share of feature rows each competitor must match "
-                        "(a competitor matching no row always fails)")
+    add_option_flags(parser, SecondOpinionOptions)
     return parser
+
+
+def options_from(args: argparse.Namespace, options: type[Any]) -> Any:
+    """The declared options out of parsed flags."""
+    return options.from_mapping({f.name: getattr(args, f.name) for f in options.declared()})
 
 
 def _run(prog: str, argv: Sequence[str], job: Callable[[], dict[str, Any]],
          summary: Callable[[dict[str, Any]], str]) -> int:
     logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s", stream=sys.stderr)
     try:
-        audit = job()
+        with named_as_flags():
+            audit = job()
     except MaterializeError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -107,12 +96,9 @@ def mos_labels_main(argv: Sequence[str] | None = None) -> int:
     """``materialize-mos-labels``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = mos_parser().parse_args(argv)
-    names = ("feature_key_column", "label_key_column", "label_mos_column", "key_normalize",
-             "feature_key_regex", "label_key_regex", "min_match_rate", "status_column",
-             "overwrite", "mos_scale", "allow_key_merge")
 
     def job() -> dict[str, Any]:
-        options = MosOptions(**{n: getattr(args, n) for n in names})
+        options = options_from(args, MosOptions)
         from materializer.mos import materialize_mos_labels
 
         run = RunContext(sys.argv[0], argv=argv, args=vars(args))
@@ -128,11 +114,9 @@ def second_opinion_main(argv: Sequence[str] | None = None) -> int:
     """``materialize-second-opinion-features``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = second_opinion_parser().parse_args(argv)
-    names = ("key_column", "score_key_field", "score_field", "key_normalize",
-             "missing_policy", "prefix", "overwrite", "allow_key_merge", "min_coverage")
 
     def job() -> dict[str, Any]:
-        options = SecondOpinionOptions(**{n: getattr(args, n) for n in names})
+        options = options_from(args, SecondOpinionOptions)
         from materializer.second_opinion import materialize_second_opinion
 
         run = RunContext(sys.argv[0], argv=argv, args=vars(args))

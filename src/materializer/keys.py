@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from materializer.errors import DataError, UsageError
+from materializer.options import enable, shown
 
 MOS_KEY_CANDIDATES = (
     "key", "clip_key", "clip_id", "video_id", "chug_video_id", "content_id", "clip_name",
@@ -190,8 +191,9 @@ class KeyNormalizer:
         first, second, key = self.example
         raise DataError(
             f"keys {first!r} and {second!r} both become {key!r} under key_normalize "
-            f"{self.mode}, so two clips would share one label; use key_normalize raw, or "
-            "allow_key_merge if they are one clip", file=file, column=self.column)
+            f"{self.mode}, so two clips would share one label; use {shown('key_normalize')} "
+            f"raw, or {enable('allow_key_merge')} if they are one clip", file=file,
+            column=self.column)
 
 
 def _recode(raw_codes: np.ndarray, normalized: np.ndarray) -> KeyColumn:

@@ -1,8 +1,8 @@
 """The MOS-label join: subjective labels onto a feature table, with a coverage gate.
 
-``load_labels`` turns label files into one table of unique keys; ``label_columns``
-computes the new columns for any slice of feature keys (so the streaming path reuses
-it); ``materialize_mos_labels`` reads, checks, joins and publishes.
+``load_labels`` turns label files into one table of unique keys; ``LabelJoin`` is the
+core the join skeleton (:mod:`materializer.join`) runs, in memory or streamed:
+``label_columns`` for any slice of feature keys, the match-rate gate and the audit.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from materializer import files, publish, tableio
+from materializer import join, tableio
 from materializer import keys as keymod
 from materializer.errors import DataError, UsageError, naming_table
-from materializer.options import MosOptions, compile_regex
-from materializer.provenance import InputHasher, RunContext
+from materializer.options import MosOptions, ask_for, compile_regex, shown
+from materializer.provenance import RunContext
 
 MOS_CANDIDATES = ("mos", "mean_mos", "mos_raw_0_100", "raw_mos", "score", "quality")
 RAW_COLUMN = "mos_raw_0_100"
@@ -77,7 +77,7 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
     """
     if column.lower() == RAW_COLUMN:
         if requested == "1-5":
-            raise UsageError(f"--mos-scale 1-5 contradicts the column name {column!r}",
+            raise UsageError(f"{shown('mos_scale')} 1-5 contradicts the column name {column!r}",
                              file=file, column=column)
         return "0-100"
     if requested != "auto":
@@ -89,8 +89,8 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
         return "0-100"
     first = float(values[values > 5].iloc[0])
     raise DataError(f"cannot tell the MOS scale: {above} of {len(values)} values are above 5 "
-                    f"(first {first!r}), the rest within 1-5; set mos_scale (--mos-scale) "
-                    "to 1-5 or 0-100", file=file, column=column)
+                    f"(first {first!r}), the rest within 1-5; {ask_for('mos_scale')} to 1-5 "
+                    "or 0-100", file=file, column=column)
 
 
 def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
@@ -125,7 +125,8 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
                                                                                   dict[str, Any]]:
     def key_of(columns: list[str]) -> str:
         return keymod.resolve_column(columns, options.label_key_column,
-                                     keymod.MOS_KEY_CANDIDATES, "--label-key-column", written)
+                                     keymod.MOS_KEY_CANDIDATES, shown("label_key_column"),
+                                     written)
 
     # One read (a JSON file is parsed once); the key column stays text as written.
     table = tableio.read_table(run.resolve(written), written,
@@ -133,9 +134,9 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     columns = table.column_names
     key_column = key_of(columns)
     mos_column = keymod.resolve_column(columns, options.label_mos_column, MOS_CANDIDATES,
-                                       "--label-mos-column", written)
+                                       shown("label_mos_column"), written)
     frame = table.to_pandas()
-    regex = compile_regex(options.label_key_regex, "--label-key-regex")
+    regex = compile_regex(options.label_key_regex, "label_key_regex")
     normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, regex)
     label_keys = normalizer(frame[key_column]).to_series(frame.index)
     normalizer.refuse_merges(options.allow_key_merge, written)
@@ -232,14 +233,6 @@ def target_columns(labels: LabelSet, status_column: str, feature_columns: Sequen
     return names
 
 
-def check_overwrite(feature_columns: Sequence[str], targets: Sequence[str], overwrite: bool,
-                    file: str) -> None:
-    existing = [c for c in targets if c in feature_columns]
-    if existing and not overwrite:
-        raise DataError(f"refusing to overwrite existing columns {', '.join(existing)}; "
-                        "pass --overwrite", file=file, column=existing[0])
-
-
 def label_columns(feature_keys: keymod.KeyColumn, labels: LabelSet, targets: Sequence[str],
                   status_column: str) -> dict[str, pa.Array]:
     """The new columns for a slice of normalised feature keys, as Arrow arrays.
@@ -266,17 +259,6 @@ def label_columns(feature_keys: keymod.KeyColumn, labels: LabelSet, targets: Seq
     return columns
 
 
-def attach(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
-    """Replace existing columns in place, append new ones at the end."""
-    for name, values in columns.items():
-        index = table.schema.get_field_index(name)
-        if index >= 0:
-            table = table.set_column(index, name, values)
-        else:
-            table = table.append_column(name, values)
-    return table
-
-
 @dataclass
 class Coverage:
     """How well the feature keys are covered by labels."""
@@ -297,16 +279,6 @@ class Coverage:
         return self.matched_keys / self.denominator if self.denominator else 0.0
 
 
-def coverage(feature_keys: keymod.KeyColumn, labels: LabelSet) -> Coverage:
-    """Unique-key coverage; each row without a key counts as one more unmatched key."""
-    per_key = labels.positions(feature_keys)
-    keyed_codes = feature_keys.codes[~feature_keys.unkeyed]
-    return coverage_of(feature_keys.uniques, per_key >= 0,
-                       unkeyed_rows=int(feature_keys.unkeyed.sum()),
-                       matched_rows=int((per_key[keyed_codes] >= 0).sum()),
-                       input_rows=len(feature_keys))
-
-
 def coverage_of(uniques: np.ndarray, in_labels: np.ndarray, *, unkeyed_rows: int,
                 matched_rows: int, input_rows: int) -> Coverage:
     """Coverage from the distinct feature keys (first-appearance order) and row counts."""
@@ -324,7 +296,7 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
     """Refuse a join whose coverage is below the minimum, before anything is written."""
     if cov.rate < min_rate:
         raise DataError(
-            f"MOS label match rate {cov.rate:.3f} below --min-match-rate {min_rate:.3f} "
+            f"MOS label match rate {cov.rate:.3f} below {shown('min_match_rate')} {min_rate:.3f} "
             f"({cov.matched_keys}/{cov.denominator} keys; {cov.unkeyed_rows} rows without "
             f"a key; unmatched e.g. {', '.join(map(ascii, cov.unmatched_feature_keys[:3]))})",
             file=file)
@@ -371,6 +343,44 @@ def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
     }
 
 
+class LabelJoin:
+    """The MOS join's core for the skeleton: label columns and the match-rate gate."""
+
+    def __init__(self, labels: LabelSet, key_column: str, targets: Sequence[str],
+                 options: MosOptions, features: str, out: str, label_paths: Sequence[str]) \
+            -> None:
+        self.labels, self.key_column, self.targets = labels, key_column, targets
+        self.options, self.features, self.out = options, features, out
+        self.label_paths = list(label_paths)
+        self.regex = compile_regex(options.feature_key_regex, "feature_key_regex")
+        self.matched_rows = 0
+        self.coverage: Coverage | None = None
+        self.unmatched_labels: list[str] = []
+
+    def observe(self, keys: keymod.KeyColumn) -> None:
+        per_key = self.labels.positions(keys)
+        self.matched_rows += int((per_key[keys.codes[~keys.unkeyed]] >= 0).sum())
+
+    def gate(self, tally: Any) -> None:
+        uniques = tally.uniques
+        self.coverage = coverage_of(uniques, self.labels.index.get_indexer(uniques) >= 0,
+                                    unkeyed_rows=tally.unkeyed, matched_rows=self.matched_rows,
+                                    input_rows=tally.rows)
+        gate(self.coverage, self.options.min_match_rate, self.features)
+        self.unmatched_labels = unmatched_label_keys(self.labels, uniques)
+
+    def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], None]:
+        return label_columns(keys, self.labels, self.targets, self.options.status_column), None
+
+    def audit(self, tally: Any) -> dict[str, Any]:
+        kept = [c for c in FEATURE_OWNED_EXTRAS
+                if c in self.labels.extras and c not in self.targets]
+        assert self.coverage is not None, "gate() runs before audit()"
+        return build_audit(self.features, self.out, self.options, self.labels,
+                           self.key_column, self.coverage, self.label_paths, tally.rows,
+                           self.unmatched_labels, kept)
+
+
 def materialize_mos_labels(
     features: str,
     labels: Sequence[str],
@@ -386,51 +396,20 @@ def materialize_mos_labels(
     """
     options = options or MosOptions()
     run = run or RunContext("materialize-mos-labels")
+    labels = list(labels)
     with naming_table(run.table_id):
-        return _materialize(features, list(labels), out, audit_json, options, run)
+        if not labels:
+            raise UsageError("at least one --labels file is required")
 
+        def prepare(columns: list[str]) -> LabelJoin:
+            key_column = keymod.resolve_column(columns, options.feature_key_column,
+                                               keymod.MOS_KEY_CANDIDATES,
+                                               shown("feature_key_column"), features)
+            label_set = load_labels(labels, options, run)
+            targets = target_columns(label_set, options.status_column, columns)
+            join.check_overwrite(columns, targets, options.overwrite, features)
+            return LabelJoin(label_set, key_column, targets, options, features, out, labels)
 
-def _materialize(features: str, labels: list[str], out: str, audit_json: str | None,
-                 options: MosOptions, run: RunContext) -> dict[str, Any]:
-    if not labels:
-        raise UsageError("at least one --labels file is required")
-    files.table_format(out)
-    files.table_format(features)
-    for written in labels:
-        files.table_format(written)
-    feature_regex = compile_regex(options.feature_key_regex, "--feature-key-regex")
-    publish.check_outputs(run, out, audit_json, [features, *labels])
-    hasher = InputHasher([features, *labels], run.base_dir)
-    try:
-        feature_path = run.resolve(features)
-        columns = tableio.read_columns(feature_path, features)
-        key_column = keymod.resolve_column(columns, options.feature_key_column,
-                                           keymod.MOS_KEY_CANDIDATES, "--feature-key-column",
-                                           features)
-        label_set = load_labels(labels, options, run)
-        targets = target_columns(label_set, options.status_column, columns)
-        check_overwrite(columns, targets, options.overwrite, features)
-        from materializer import streaming
-
-        if streaming.should_stream(feature_path, features, out):
-            return streaming.materialize_streaming(
-                features, labels, out, audit_json, options, run, hasher, key_column,
-                feature_regex, label_set, targets)
-        table = tableio.read_table(feature_path, features, text_columns=[key_column],
-                                   csv_types=files.table_format(out) != "csv")
-        normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, feature_regex)
-        feature_keys = normalizer(table.column(key_column))
-        normalizer.refuse_merges(options.allow_key_merge, features)
-        cov = coverage(feature_keys, label_set)
-        gate(cov, options.min_match_rate, features)
-        joined = attach(table, label_columns(feature_keys, label_set, targets,
-                                             options.status_column))
-        kept = [c for c in FEATURE_OWNED_EXTRAS if c in label_set.extras and c not in targets]
-        audit = build_audit(features, out, options, label_set, key_column, cov, labels,
-                            joined.num_rows, unmatched_label_keys(label_set, feature_keys.uniques),
-                            kept)
-        audit["merged_feature_keys"] = len(normalizer.merged)
-        return publish.publish(joined, out, audit_json, audit, run, hasher,
-                               {"features": features, "labels": labels})
-    finally:
-        hasher.close()
+        plan = join.Plan(features, out, audit_json, run, {"features": features, "labels": labels},
+                         options.allow_key_merge, options.key_normalize)
+        return join.materialize(plan, labels, prepare)

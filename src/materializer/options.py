@@ -1,14 +1,19 @@
-"""Join options: frozen dataclasses validated in one place.
+"""Join options: declared once, as frozen dataclass fields with type, default, choices
+and help.
 
-The command line, the manifest validation and the workflow jobs all build options
-through ``from_mapping``, so a rule about an option lives here and nowhere else.
+The command line (flags and their help), the manifest validation and the workflow jobs
+all come from these declarations and build options through ``from_mapping``, so a rule
+about an option lives here and nowhere else. Messages name an option the way the user
+gave it: a manifest key, or a flag inside ``named_as_flags``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -30,8 +35,45 @@ def compile_regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
         return re.compile(pattern)
     except re.error as exc:
         raise UsageError(
-            f"{field} is not a valid regular expression ({exc}): {pattern!r}"
+            f"{shown(field)} is not a valid regular expression ({exc}): {pattern!r}"
         ) from None
+
+
+_EXPECTED = {"str": "a string", "str?": "a string or null", "bool": "true or false",
+             "rate": "a number"}
+_STYLE: contextvars.ContextVar[str] = contextvars.ContextVar("option_style", default="key")
+
+
+@contextlib.contextmanager
+def named_as_flags() -> Iterator[None]:
+    """Inside, messages name options as command-line flags (``--min-match-rate``)."""
+    token = _STYLE.set("flag")
+    try:
+        yield
+    finally:
+        _STYLE.reset(token)
+
+
+def shown(name: str) -> str:
+    """An option as the user gave it: a manifest key, or a flag on the command line."""
+    return f"--{name.replace('_', '-')}" if _STYLE.get() == "flag" else name
+
+
+def ask_for(name: str) -> str:
+    """How the user gives an option, in the words of where they give options."""
+    return f"pass {shown(name)}" if _STYLE.get() == "flag" else f"set {name}"
+
+
+def enable(name: str) -> str:
+    """How the user turns a boolean option on."""
+    return ask_for(name) if _STYLE.get() == "flag" else f"set {name}: true"
+
+
+def option(default: Any, kind: str, help: str, choices: tuple[str, ...] = ()) -> Any:
+    """Declare one option: its type (``str``, ``str?``, ``bool``, ``rate``), default,
+    choices and help. The command line, the manifest checks and the audit read these."""
+    return dataclasses.field(default=default,
+                             metadata={"type": kind, "help": help, "choices": choices})
 
 
 def _check_type(name: str, value: Any, kind: str) -> None:
@@ -42,14 +84,8 @@ def _check_type(name: str, value: Any, kind: str) -> None:
         "rate": isinstance(value, int | float) and not isinstance(value, bool),
     }[kind]
     if not ok:
-        expected = {"str": "a string", "str?": "a string or null", "bool": "true or false",
-                    "rate": "a number"}[kind]
-        raise UsageError(f"{name} must be {expected}, got {value!r}", column=name)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"{name} must be one of {', '.join(choices)}; got {value!r}", column=name)
+        raise UsageError(f"{shown(name)} must be {_EXPECTED[kind]}, got {value!r}",
+                         column=name)
 
 
 class _Options:
@@ -60,87 +96,108 @@ class _Options:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]):
         """Build from a mapping, refusing unknown keys and wrong types."""
-        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(cls.TYPES))
         if unknown:
             raise UsageError(f"unknown option(s): {', '.join(unknown)}", column=unknown[0])
         for name, value in values.items():
             _check_type(name, value, cls.TYPES[name])
         return cls(**values)
 
+    @classmethod
+    def declared(cls) -> tuple[dataclasses.Field, ...]:
+        """The declared options, in order."""
+        return dataclasses.fields(cls)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        for field in self.declared():
+            value = getattr(self, field.name)
+            if field.metadata["choices"] and value not in field.metadata["choices"]:
+                raise UsageError(f"{shown(field.name)} must be one of "
+                                 f"{', '.join(field.metadata['choices'])}; got {value!r}",
+                                 column=field.name)
+            if field.metadata["type"] == "rate" and not 0.0 <= float(value) <= 1.0:
+                raise UsageError(f"{shown(field.name)} must be in [0, 1]; got {value!r}",
+                                 column=field.name)
+        self.check()
+
+    def check(self) -> None:
+        """Rules between or beyond single values (subclasses)."""
+
     def as_dict(self) -> dict[str, Any]:
         """The options as a plain, sorted dict (for audits and Snakemake params)."""
         return dict(sorted(dataclasses.asdict(self).items()))  # type: ignore[call-overload]
 
 
-@dataclass(frozen=True)
+def _declared(cls: type) -> type:
+    """A frozen dataclass whose ``TYPES`` come from its declared fields."""
+    cls = dataclass(frozen=True)(cls)
+    cls.TYPES = {f.name: f.metadata["type"] for f in dataclasses.fields(cls)}
+    return cls
+
+
+KEY_NORMALIZE_HELP = ("how keys are compared on both sides: raw text, basename or stem of a "
+                      "path (split on / and \\); auto is basename for path-like column names")
+MERGE_HELP = "let key_normalize fold different keys of one table into one key"
+
+
+@_declared
 class MosOptions(_Options):
     """Options of the MOS-label join (same names as the command-line flags)."""
 
-    feature_key_column: str | None = None
-    label_key_column: str | None = None
-    label_mos_column: str | None = None
-    key_normalize: str = "auto"
-    feature_key_regex: str | None = None
-    label_key_regex: str | None = None
-    min_match_rate: float = 0.95
-    status_column: str = "mos_label_status"
-    overwrite: bool = False
-    mos_scale: str = "auto"
-    allow_key_merge: bool = False
+    feature_key_column: str | None = option(None, "str?", "key column of the feature table "
+                                            "(inferred when absent)")
+    label_key_column: str | None = option(None, "str?", "key column of the label tables "
+                                          "(inferred per file when absent)")
+    label_mos_column: str | None = option(None, "str?", "MOS column of the label tables "
+                                          "(inferred per file when absent)")
+    key_normalize: str = option("auto", "str", KEY_NORMALIZE_HELP, KEY_NORMALIZE_MODES)
+    feature_key_regex: str | None = option(None, "str?", "regex applied to feature keys after "
+                                           "normalisation: group 1, else the whole match")
+    label_key_regex: str | None = option(None, "str?", "the same for label keys")
+    min_match_rate: float = option(0.95, "rate", "least share of feature keys with a label; "
+                                   "below it nothing is written")
+    status_column: str = option("mos_label_status", "str", "name of the per-row status column")
+    overwrite: bool = option(False, "bool", "replace existing label columns")
+    mos_scale: str = option("auto", "str", "scale of every label column; auto: 0-100 when at "
+                            "least half the values are above 5, 1-5 when none is, an error "
+                            "in between", MOS_SCALES)
+    allow_key_merge: bool = option(False, "bool", MERGE_HELP)
 
-    TYPES: ClassVar[dict[str, str]] = {
-        "feature_key_column": "str?", "label_key_column": "str?", "label_mos_column": "str?",
-        "key_normalize": "str", "feature_key_regex": "str?", "label_key_regex": "str?",
-        "min_match_rate": "rate", "status_column": "str", "overwrite": "bool",
-        "mos_scale": "str", "allow_key_merge": "bool",
-    }
-
-    def __post_init__(self) -> None:
-        _check_choice("key_normalize", self.key_normalize, KEY_NORMALIZE_MODES)
-        _check_choice("mos_scale", self.mos_scale, MOS_SCALES)
-        rate = self.min_match_rate
-        if not (isinstance(rate, int | float) and 0.0 <= float(rate) <= 1.0):
-            raise UsageError(f"min_match_rate must be in [0, 1]; got {rate!r}",
-                             column="min_match_rate")
+    def check(self) -> None:
         if not self.status_column.strip():
-            raise UsageError("status_column must not be empty", column="status_column")
+            raise UsageError(f"{shown('status_column')} must not be empty",
+                             column="status_column")
         if self.status_column in MOS_OUTPUT_COLUMNS:
-            raise UsageError(f"status_column {self.status_column!r} is one of the columns "
-                             "the join writes; choose another name", column="status_column")
+            raise UsageError(f"{shown('status_column')} {self.status_column!r} is one of the "
+                             "columns the join writes; choose another name",
+                             column="status_column")
         compile_regex(self.feature_key_regex, "feature_key_regex")
         compile_regex(self.label_key_regex, "label_key_regex")
 
 
-@dataclass(frozen=True)
+@_declared
 class SecondOpinionOptions(_Options):
     """Options of the second-opinion join (same names as the command-line flags)."""
 
-    key_column: str | None = None
-    score_key_field: str | None = None
-    score_field: str | None = None
-    key_normalize: str = "auto"
-    missing_policy: str = "mark"
-    prefix: str = "second_opinion"
-    overwrite: bool = False
-    allow_key_merge: bool = False
-    min_coverage: float = 0.0
+    key_column: str | None = option(None, "str?", "key column of the feature table "
+                                    "(inferred when absent)")
+    score_key_field: str | None = option(None, "str?", "key field of the score rows "
+                                         "(inferred when absent)")
+    score_field: str | None = option(None, "str?", "score field of the score rows (inferred "
+                                     "once per file and competitor when absent)")
+    key_normalize: str = option("auto", "str", KEY_NORMALIZE_HELP, KEY_NORMALIZE_MODES)
+    missing_policy: str = option("mark", "str", "rows without a score: mark them, drop them, "
+                                 "or fail the table", MISSING_POLICIES)
+    prefix: str = option("second_opinion", "str", "column prefix: letters, digits or _")
+    overwrite: bool = option(False, "bool", "replace existing second-opinion columns")
+    allow_key_merge: bool = option(False, "bool", MERGE_HELP)
+    min_coverage: float = option(0.0, "rate", "least share of feature rows each competitor "
+                                 "must score (a competitor scoring no row always fails)")
 
-    TYPES: ClassVar[dict[str, str]] = {
-        "key_column": "str?", "score_key_field": "str?", "score_field": "str?",
-        "key_normalize": "str", "missing_policy": "str", "prefix": "str", "overwrite": "bool",
-        "allow_key_merge": "bool", "min_coverage": "rate",
-    }
-
-    def __post_init__(self) -> None:
-        _check_choice("key_normalize", self.key_normalize, KEY_NORMALIZE_MODES)
-        _check_choice("missing_policy", self.missing_policy, MISSING_POLICIES)
-        if not 0.0 <= float(self.min_coverage) <= 1.0:
-            raise UsageError(f"min_coverage must be in [0, 1]; got {self.min_coverage!r}",
-                             column="min_coverage")
+    def check(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.prefix):
-            raise UsageError(f"prefix must be letters, digits or '_'; got {self.prefix!r}",
-                             column="prefix")
+            raise UsageError(f"{shown('prefix')} must be letters, digits or '_'; got "
+                             f"{self.prefix!r}", column="prefix")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import materializer
+from materializer import paths
 
 SCHEMA = "ai-run-provenance-v1"
 CHUNK = 1 << 20
@@ -42,7 +43,7 @@ def describe_path(
 ) -> dict[str, Any]:
     """Describe one file: path as written, exists, kind, size and sha256 (files only)."""
     written = os.fspath(path)
-    resolved = Path(base_dir or ".") / written
+    resolved = paths.resolve(base_dir, written)
     if resolved.is_file():
         return {
             "exists": True,
@@ -58,12 +59,12 @@ def describe_path(
 class InputHasher:
     """Hash input files in a background thread while the join runs (one read each)."""
 
-    def __init__(self, paths: Sequence[str], base_dir: str | None = None) -> None:
+    def __init__(self, written: Sequence[str], base_dir: str | None = None) -> None:
         self._base = base_dir
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
         self._futures: dict[str, Future[str]] = {}
-        for path in dict.fromkeys(paths):
-            resolved = Path(base_dir or ".") / path
+        for path in dict.fromkeys(written):
+            resolved = paths.resolve(base_dir, path)
             if resolved.is_file():
                 self._futures[path] = self._pool.submit(sha256_file, resolved)
 
@@ -192,4 +193,4 @@ class RunContext:
 
     def resolve(self, path: str) -> Path:
         """The path to open for a path as written."""
-        return Path(self.base_dir) / path
+        return paths.resolve(self.base_dir, path)

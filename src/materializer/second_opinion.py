@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from materializer import files, publish, tableio
+from materializer import files, join, tableio
 from materializer import keys as keymod
 from materializer.errors import DataError, UsageError, naming_table
-from materializer.mos import attach
-from materializer.options import ScoreSpec, SecondOpinionOptions
-from materializer.provenance import InputHasher, RunContext
+from materializer.options import ScoreSpec, SecondOpinionOptions, ask_for, shown
+from materializer.provenance import RunContext
 
 SCORE_CANDIDATES = ("score", "mos", "predicted_mos", "predicted_vmaf_or_mos", "quality", "vmaf")
 RUNTIME_CANDIDATES = ("runtime_ms", "runtime_total_ms", "elapsed_ms")
@@ -177,7 +176,7 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
     levels = [frame, summary]
     if options.score_key_field and not any(options.score_key_field in level.columns
                                            for level in levels):
-        raise UsageError(f"--score-key-field {options.score_key_field!r} is not present",
+        raise UsageError(f"{shown('score_key_field')} {options.score_key_field!r} is not present",
                          file=spec.path, column=options.score_key_field)
     keys = _score_keys(levels, key_fields, options, spec.path)
 
@@ -206,8 +205,9 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
         rows = (competitor == name).to_numpy()
         if name not in fields and not from_frames[rows].any() and ok[rows].any():
             raise DataError(f"neither a score field nor non-empty frames[] in any row of "
-                            f"competitor {name!r} (tried {', '.join(candidates)}); pass "
-                            "--score-field", file=spec.path, key=str(keys[rows & ok].iloc[0]))
+                            f"competitor {name!r} (tried {', '.join(candidates)}); "
+                            f"{ask_for('score_field')}", file=spec.path,
+                            key=str(keys[rows & ok].iloc[0]))
         fields.setdefault(name, "frames[]" if from_frames[rows].any() else "")
     status = pd.Series(np.where(ok, np.where(score.isna(), "missing", "ok"), "bad"),
                        index=frame.index)
@@ -233,7 +233,7 @@ def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str],
             keys = normalizer(level[column]).to_series(level.index)
             normalizer.refuse_merges(options.allow_key_merge, file)
             return keys
-    raise DataError("score rows have no key field; pass --score-key-field", file=file)
+    raise DataError(f"score rows have no key field; {ask_for('score_key_field')}", file=file)
 
 
 def _check_duplicates(records: pd.DataFrame) -> None:
@@ -244,20 +244,138 @@ def _check_duplicates(records: pd.DataFrame) -> None:
                         key=str(row.key))
 
 
-def _column_bases(competitors: Sequence[str], prefix: str) -> dict[str, str]:
-    """Competitor -> column base; two names with one slug are an error naming both."""
+def _column_bases(competitors: Sequence[str], prefix: str, given: set[str]) -> dict[str, str]:
+    """Competitor -> column base; two names with one slug are an error naming both.
+
+    A clash of two names the user gave (``LABEL=`` in the scores) is bad usage (exit 2);
+    one that involves a name from the score rows is bad data (exit 1).
+    """
     bases: dict[str, str] = {}
     owner: dict[str, str] = {}
     for name in competitors:
         name_slug = slug(name)
         if not name_slug:
-            raise UsageError(f"cannot derive a column name from competitor {name!r}")
+            raise DataError(f"cannot derive a column name from competitor {name!r}")
         if name_slug in owner:
-            raise UsageError(f"competitors {owner[name_slug]!r} and {name!r} map to the same "
-                             f"columns {prefix}_{name_slug}_*; rename one")
+            error = UsageError if {owner[name_slug], name} <= given else DataError
+            raise error(f"competitors {owner[name_slug]!r} and {name!r} map to the same "
+                        f"columns {prefix}_{name_slug}_*; rename one")
         owner[name_slug] = name
         bases[name] = f"{prefix}_{name_slug}"
     return bases
+
+
+class _Competitor:
+    """One competitor's score records, looked up by feature key."""
+
+    def __init__(self, name: str, records: pd.DataFrame, base: str) -> None:
+        self.name, self.records, self.base = name, records.reset_index(drop=True), base
+        self.index = pd.Index(self.records["key"])
+        self.status = self.records["status"].to_numpy(object)
+        self.rows = {"ok": 0, "bad": 0, "missing": 0}
+
+    def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
+        """The record of each feature row, -1 where there is none (or no key)."""
+        per_key = self.index.get_indexer(keys.uniques)
+        positions = np.full(len(keys), -1, dtype=np.intp)
+        keyed = ~keys.unkeyed
+        positions[keyed] = per_key[keys.codes[keyed]]
+        return positions
+
+    def row_status(self, positions: np.ndarray) -> np.ndarray:
+        return np.where(positions >= 0, self.status[np.maximum(positions, 0)], "missing")
+
+
+class ScoreJoin:
+    """The second-opinion core for the skeleton: namespaced columns per competitor, the
+    per-competitor coverage gate and the missing-row policy."""
+
+    regex = None
+
+    def __init__(self, records: pd.DataFrame, bases: dict[str, str], key_column: str,
+                 options: SecondOpinionOptions, features: str, out: str, specs: list[ScoreSpec],
+                 loaded: list[tuple[pd.DataFrame, int, dict[str, str]]]) -> None:
+        self.key_column, self.options, self.features, self.out = key_column, options, \
+            features, out
+        self.specs, self.loaded = specs, loaded
+        self.competitors = [_Competitor(name, records[records["competitor"] == name], base)
+                            for name, base in bases.items()]
+        self.missing_any_rows = 0
+        self.stats: dict[str, Any] = {}
+
+    def observe(self, keys: keymod.KeyColumn) -> None:
+        missing_any = np.zeros(len(keys), dtype=bool)
+        for competitor in self.competitors:
+            status = competitor.row_status(competitor.positions(keys))
+            for name in competitor.rows:
+                competitor.rows[name] += int((status == name).sum())
+            missing_any |= status == "missing"
+        self.missing_any_rows += int(missing_any.sum())
+
+    def gate(self, tally: Any) -> None:
+        present = pd.Index(tally.uniques)
+        for competitor in self.competitors:
+            keys = competitor.records["key"]
+            unmatched = present.get_indexer(keys.to_numpy(object)) < 0
+            found = competitor.rows["ok"] + competitor.rows["bad"]
+            self.stats[competitor.name] = {
+                "bad_rows": competitor.rows["bad"],
+                "column_prefix": competitor.base,
+                "competitor": competitor.name,
+                "coverage": found / tally.rows if tally.rows else 0.0,
+                "matched_rows": competitor.rows["ok"],
+                "missing_rows": competitor.rows["missing"],
+                "scores_loaded": len(keys),
+                "unmatched_score_keys": [str(k) for k in keys[unmatched].iloc[:SAMPLE_SIZE]],
+                "unmatched_scores": int(unmatched.sum()),
+            }
+        for _, _, fields in self.loaded:
+            for name, field_name in fields.items():
+                self.stats[name].setdefault("score_fields", []).append(field_name)
+        _gate(self.stats, self.options.min_coverage, tally.rows, self.features)
+        if self.options.missing_policy == "fail" and self.missing_any_rows:
+            counts = ", ".join(f"{c.name}={c.rows['missing']}" for c in self.competitors
+                               if c.rows["missing"])
+            raise DataError(f"missing second-opinion scores: {counts}", file=self.features)
+
+    def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], np.ndarray | None]:
+        columns: dict[str, pa.Array] = {}
+        missing_any = np.zeros(len(keys), dtype=bool)
+        for competitor in self.competitors:
+            positions = competitor.positions(keys)
+            status = competitor.row_status(positions)
+            lost = status == "missing"
+            take = np.maximum(positions, 0)
+            records, base = competitor.records, competitor.base
+            columns[f"{base}_score"] = _nullable_floats(records["score"].to_numpy()[take], lost)
+            columns[f"{base}_status"] = pa.array(status, type=pa.string())
+            columns[f"{base}_runtime_ms"] = _nullable_floats(
+                records["runtime_ms"].to_numpy()[take], lost)
+            columns[f"{base}_frames"] = pa.array(
+                np.where(lost, 0, records["frames"].to_numpy()[take]), type=pa.int64())
+            columns[f"{base}_source"] = pa.array(
+                np.where(lost, "", records["source"].to_numpy(object)[take]), type=pa.string())
+            missing_any |= lost
+        return columns, (~missing_any if self.options.missing_policy == "drop" else None)
+
+    def audit(self, tally: Any) -> dict[str, Any]:
+        dropped = self.missing_any_rows if self.options.missing_policy == "drop" else 0
+        return {
+            "competitors": self.stats,
+            "feature_table": self.features,
+            "input_rows": tally.rows,
+            "key_column": self.key_column,
+            "key_normalize": self.options.key_normalize,
+            "min_coverage": float(self.options.min_coverage),
+            "missing_policy": self.options.missing_policy,
+            "output": self.out,
+            "output_rows": tally.rows - dropped,
+            "prefix": self.options.prefix,
+            "score_sources": [str(s) for s in self.specs],
+            "unkeyed_feature_rows": tally.unkeyed,
+            "unkeyed_score_rows": sum(n for _, n, _ in self.loaded),
+            "unmatched_scores": sum(s["unmatched_scores"] for s in self.stats.values()),
+        }
 
 
 def materialize_second_opinion(
@@ -276,116 +394,30 @@ def materialize_second_opinion(
     options = options or SecondOpinionOptions()
     run = run or RunContext("materialize-second-opinion-features")
     with naming_table(run.table_id):
-        return _materialize(features, [ScoreSpec.parse(s) for s in scores], out, audit_json,
-                            options, run)
+        specs = [ScoreSpec.parse(s) for s in scores]
+        if not specs:
+            raise UsageError("at least one --scores file is required")
+        score_paths = [s.path for s in specs]
 
+        def prepare(columns: list[str]) -> ScoreJoin:
+            key_column = keymod.resolve_column(columns, options.key_column,
+                                               keymod.SCORE_KEY_CANDIDATES, shown("key_column"),
+                                               features)
+            loaded = [load_scores(spec, options, run) for spec in specs]
+            records = pd.concat([r for r, _, _ in loaded], ignore_index=True)
+            if records.empty:
+                raise DataError("no scores loaded", file=specs[0].path)
+            _check_duplicates(records)
+            bases = _column_bases(sorted(records["competitor"].unique()), options.prefix,
+                                  {spec.label for spec in specs if spec.label})
+            join.check_overwrite(columns, [f"{b}_{s}" for b in bases.values() for s in SUFFIXES],
+                                 options.overwrite, features, "second-opinion columns")
+            return ScoreJoin(records, bases, key_column, options, features, out, specs, loaded)
 
-def _materialize(features: str, specs: list[ScoreSpec], out: str, audit_json: str | None,
-                 options: SecondOpinionOptions, run: RunContext) -> dict[str, Any]:
-    if not specs:
-        raise UsageError("at least one --scores file is required")
-    for written in (out, features, *(s.path for s in specs)):
-        files.table_format(written)
-    score_paths = [s.path for s in specs]
-    publish.check_outputs(run, out, audit_json, [features, *score_paths])
-    hasher = InputHasher([features, *score_paths], run.base_dir)
-    try:
-        feature_path = run.resolve(features)
-        columns = tableio.read_columns(feature_path, features)
-        key_column = keymod.resolve_column(columns, options.key_column,
-                                           keymod.SCORE_KEY_CANDIDATES, "--key-column", features)
-        loaded = [load_scores(spec, options, run) for spec in specs]
-        records = pd.concat([r for r, _, _ in loaded], ignore_index=True)
-        if records.empty:
-            raise DataError("no scores loaded", file=specs[0].path)
-        _check_duplicates(records)
-        names = sorted(records["competitor"].unique())
-        bases = _column_bases(names, options.prefix)
-        planned = [f"{bases[n]}_{s}" for n in names for s in SUFFIXES]
-        existing = [c for c in planned if c in columns]
-        if existing and not options.overwrite:
-            raise DataError(f"refusing to overwrite existing second-opinion columns "
-                            f"{', '.join(existing)}; pass --overwrite", file=features,
-                            column=existing[0])
-        table = tableio.read_table(feature_path, features, text_columns=[key_column],
-                                   csv_types=files.table_format(out) != "csv")
-        normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, None)
-        feature_keys = normalizer(table.column(key_column)).to_series()
-        normalizer.refuse_merges(options.allow_key_merge, features)
-        new_columns, stats, missing_any = _join(records, names, bases, feature_keys)
-        for _, _, fields in loaded:
-            for name, field_name in fields.items():
-                stats[name].setdefault("score_fields", []).append(field_name)
-        _gate(stats, options.min_coverage, len(feature_keys), features)
-        table = attach(table, new_columns)
-        if options.missing_policy == "fail" and missing_any.any():
-            counts = ", ".join(f"{n}={stats[n]['missing_rows']}" for n in names
-                               if stats[n]["missing_rows"])
-            raise DataError(f"missing second-opinion scores: {counts}", file=features)
-        if options.missing_policy == "drop":
-            table = table.filter(pa.array(~missing_any))
-        audit = {
-            "competitors": stats,
-            "feature_table": features,
-            "input_rows": len(feature_keys),
-            "key_column": key_column,
-            "key_normalize": options.key_normalize,
-            "merged_feature_keys": len(normalizer.merged),
-            "min_coverage": float(options.min_coverage),
-            "missing_policy": options.missing_policy,
-            "output": out,
-            "output_rows": table.num_rows,
-            "prefix": options.prefix,
-            "score_sources": [str(s) for s in specs],
-            "unkeyed_feature_rows": int(feature_keys.isna().sum()),
-            "unkeyed_score_rows": sum(n for _, n, _ in loaded),
-            "unmatched_scores": sum(s["unmatched_scores"] for s in stats.values()),
-        }
-        return publish.publish(table, out, audit_json, audit, run, hasher,
-                               {"features": features, "scores": score_paths})
-    finally:
-        hasher.close()
-
-
-def _join(records: pd.DataFrame, names: Sequence[str], bases: dict[str, str],
-          feature_keys: pd.Series) -> tuple[dict[str, pa.Array], dict[str, Any], np.ndarray]:
-    """Columns and counts per competitor; also which feature rows miss any competitor."""
-    columns: dict[str, pa.Array] = {}
-    stats: dict[str, Any] = {}
-    missing_any = np.zeros(len(feature_keys), dtype=bool)
-    feature_index = pd.Index(pd.unique(feature_keys.dropna().to_numpy(object)))
-    lookup_keys = feature_keys.where(feature_keys.notna(), None)
-    for name in names:
-        mine = records[records["competitor"] == name].reset_index(drop=True)
-        positions = pd.Index(mine["key"]).get_indexer(lookup_keys)
-        positions[feature_keys.isna().to_numpy()] = -1
-        take = np.where(positions >= 0, positions, 0)
-        status = np.where(positions >= 0, mine["status"].to_numpy(object)[take], "missing")
-        found = status != "missing"
-        lost = ~found
-        base = bases[name]
-        columns[f"{base}_score"] = _nullable_floats(mine["score"].to_numpy()[take], lost)
-        columns[f"{base}_status"] = pa.array(status, type=pa.string())
-        columns[f"{base}_runtime_ms"] = _nullable_floats(mine["runtime_ms"].to_numpy()[take],
-                                                         lost)
-        columns[f"{base}_frames"] = pa.array(np.where(found, mine["frames"].to_numpy()[take], 0),
-                                             type=pa.int64())
-        columns[f"{base}_source"] = pa.array(
-            np.where(found, mine["source"].to_numpy(object)[take], ""), type=pa.string())
-        unmatched = feature_index.get_indexer(mine["key"].to_numpy(object)) < 0
-        missing_any |= lost
-        stats[name] = {
-            "bad_rows": int((status == "bad").sum()),
-            "column_prefix": base,
-            "competitor": name,
-            "coverage": float(found.mean()) if len(found) else 0.0,
-            "matched_rows": int((status == "ok").sum()),
-            "missing_rows": int(lost.sum()),
-            "scores_loaded": len(mine),
-            "unmatched_score_keys": [str(k) for k in mine["key"][unmatched].iloc[:SAMPLE_SIZE]],
-            "unmatched_scores": int(unmatched.sum()),
-        }
-    return columns, stats, missing_any
+        plan = join.Plan(features, out, audit_json, run,
+                         {"features": features, "scores": score_paths},
+                         options.allow_key_merge, options.key_normalize)
+        return join.materialize(plan, score_paths, prepare)
 
 
 def _gate(stats: dict[str, Any], min_coverage: float, input_rows: int, file: str) -> None:
@@ -396,8 +428,8 @@ def _gate(stats: dict[str, Any], min_coverage: float, input_rows: int, file: str
         if input_rows and (matched == 0 or figures["coverage"] < min_coverage):
             raise DataError(
                 f"competitor {name!r} scores {matched} of {input_rows} feature rows "
-                f"(coverage {figures['coverage']:.3f}, min_coverage {min_coverage:.3f}); "
-                f"unmatched score keys e.g. "
+                f"(coverage {figures['coverage']:.3f}, {shown('min_coverage')} "
+                f"{min_coverage:.3f}); unmatched score keys e.g. "
                 f"{', '.join(map(ascii, figures['unmatched_score_keys'][:3])) or 'none'}",
                 file=file)
 

@@ -1,10 +1,10 @@
 """The streaming path: parquet feature tables larger than memory, in record batches.
 
-Pass one reads only the key column, batch by batch, to compute coverage and apply the
-match-rate gate before anything is written. Pass two reads each record batch, attaches
-the label columns with the same functions as the in-memory path, and writes it to a
-temporary parquet file that is published atomically. Peak memory is bounded by the
-batch size and the label table, not by the feature table.
+Pass one reads only the key column, batch by batch, so the join's core can count and
+apply its gate before anything is written. Pass two reads each record batch, attaches
+the core's columns (the same functions as the in-memory path, for either kind of join),
+and writes it to a temporary parquet file that is published atomically. Peak memory is
+bounded by the batch size and the label or score table, not by the feature table.
 """
 
 from __future__ import annotations
@@ -12,19 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from materializer import files, mos, publish, tableio
+from materializer import files, join, publish, tableio
 from materializer import keys as keymod
-from materializer.options import MosOptions
-from materializer.provenance import InputHasher, RunContext
 
 log = logging.getLogger("materializer")
 
@@ -108,74 +105,59 @@ class Progress:
                  self.total, 100.0 * done / max(self.total, 1), rate, left)
 
 
-def _coverage(path: Path, written: str, key_column: str, normalize: keymod.KeyNormalizer,
-              labels: mos.LabelSet) -> tuple[mos.Coverage, list[str]]:
-    """Pass one: coverage over the key column alone, batch by batch.
+def _key_batches(plan: join.Plan, core: join.Core, normalize: keymod.KeyNormalizer) \
+        -> Iterator[keymod.KeyColumn]:
+    """Pass one: the key column alone, batch by batch, as normalised keys.
 
     The key column is read as a dictionary (string columns in parquet usually are),
     so a batch costs its integer indices plus the few distinct clips it holds.
     """
-    reader = open_parquet(path, read_dictionary=[key_column])
-    seen: dict[Any, None] = {}  # distinct keys in first-appearance order, as in memory
-    unkeyed = matched_rows = rows = 0
-    for batch in read_batches(reader, path, written, batch_size=_batch_rows(),
-                              columns=[key_column]):
-        keys = normalize(batch.column(0))
-        per_key = labels.positions(keys)
-        rows += len(keys)
-        unkeyed += int(keys.unkeyed.sum())
-        matched_rows += int((per_key[keys.codes[~keys.unkeyed]] >= 0).sum())
-        seen.update(dict.fromkeys(keys.uniques.tolist()))
-    uniques = np.array(list(seen), dtype=object)
-    in_labels = labels.index.get_indexer(uniques) >= 0
-    cov = mos.coverage_of(uniques, in_labels, unkeyed_rows=unkeyed, matched_rows=matched_rows,
-                          input_rows=rows)
-    return cov, mos.unmatched_label_keys(labels, uniques)
+    path = plan.feature_path
+    reader = open_parquet(path, read_dictionary=[core.key_column])
+    for batch in read_batches(reader, path, plan.features, batch_size=_batch_rows(),
+                              columns=[core.key_column]):
+        yield normalize(batch.column(0))
 
 
-def materialize_streaming(
-    features: str, labels: Sequence[str], out: str, audit_json: str | None,
-    options: MosOptions, run: RunContext, hasher: InputHasher, key_column: str,
-    feature_regex: Any, label_set: mos.LabelSet, targets: Sequence[str],
-) -> dict[str, Any]:
-    """The MOS join for a parquet table read and written in record batches."""
-    path = run.resolve(features)
-    normalize = keymod.KeyNormalizer(key_column, options.key_normalize, feature_regex)
-    cov, unmatched_labels = _coverage(path, features, key_column, normalize, label_set)
-    normalize.refuse_merges(options.allow_key_merge, features)
+def materialize_streaming(plan: join.Plan, core: join.Core) -> dict[str, Any]:
+    """The join for a parquet table read and written in record batches.
+
+    Pass one observes every key and applies the gate before anything is written; pass
+    two attaches the core's columns batch by batch (keeping the rows it keeps).
+    """
+    path = plan.feature_path
+    normalize = plan.normalizer(core)
+    audit = join.gated_audit(plan, core, normalize, _key_batches(plan, core, normalize))
+    audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
-    mos.gate(cov, options.min_match_rate, features)
-    progress = Progress(cov.input_rows, f"{features} -> {out}")
+    progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
+
+    def attached(batch: pa.RecordBatch | None) -> pa.Table:
+        table = pa.Table.from_batches([batch]) if batch is not None \
+            else reader.schema_arrow.empty_table()
+        keys = normalize(table.column(core.key_column)) if batch is not None \
+            else keymod.KeyColumn.empty()
+        new, keep = core.columns(keys)
+        table = join.attach(table, new)
+        return table.filter(pa.array(keep)) if keep is not None else table
 
     def write(target: Path) -> None:
         writer = None
         done = 0
         try:
-            batches = read_batches(reader, path, features, batch_size=_batch_rows())
+            batches = read_batches(reader, path, plan.features, batch_size=_batch_rows())
             for batch in read_ahead(batches):
-                keys = normalize(batch.column(key_column))
-                table = mos.attach(pa.Table.from_batches([batch]),
-                                   mos.label_columns(keys, label_set, targets,
-                                                     options.status_column))
+                table = attached(batch)
                 if writer is None:
                     writer = pq.ParquetWriter(target, table.schema)
                 writer.write_table(table)
                 done += batch.num_rows
                 progress.update(done)
             if writer is None:  # an empty table still gets its schema and new columns
-                empty = reader.schema_arrow.empty_table()
-                table = mos.attach(empty, mos.label_columns(keymod.KeyColumn.empty(),
-                                                            label_set, targets,
-                                                            options.status_column))
-                pq.write_table(table, target)
+                pq.write_table(attached(None), target)
         finally:
             if writer is not None:
                 writer.close()
 
-    kept = [c for c in mos.FEATURE_OWNED_EXTRAS if c in label_set.extras and c not in targets]
-    audit = mos.build_audit(features, out, options, label_set, key_column, cov, labels,
-                            cov.input_rows, unmatched_labels, kept)
-    audit["merged_feature_keys"] = len(normalize.merged)
-    audit["streamed"] = {"batch_rows": _batch_rows()}
-    return publish.publish(pa.table({}), out, audit_json, audit, run, hasher,
-                           {"features": features, "labels": list(labels)}, write=write)
+    return publish.publish(pa.table({}), plan.out, plan.audit_json, audit, plan.run,
+                           plan.hasher, plan.inputs, write=write)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from materializer import paths
 from materializer.errors import DataError, UsageError
 from materializer.provenance import CHUNK
 from materializer.provenance import SCHEMA as PROVENANCE_SCHEMA
@@ -303,11 +304,8 @@ def cite(description: dict[str, Any] | str, base_dir: Path) -> Cited:
 
 
 def resolve(base_dir: Path, written: str) -> Path:
-    """A path as written, joined to the base as the command opened it (absolute stays).
-
-    Not normalised: ``link/../x`` goes through the symlink, as the file system does.
-    """
-    return base_dir / written
+    """A path as written, resolved by the one rule the command and Snakemake used."""
+    return paths.resolve(base_dir, written)
 
 
 def absolute(path: Path) -> Path:

@@ -184,7 +184,7 @@ CASES = [
          ["--features", "f.parquet", "--labels", "l.csv", "--out", "out/o.jsonl"],
          ["out/o.jsonl", "column 'x'", "infinite value"]),
     # --- usage -----------------------------------------------------------------------
-    mos_case("invalid-regex", ["label_key_regex", "'([0-9'", "not a valid regular expression"],
+    mos_case("invalid-regex", ["--label-key-regex", "'([0-9'", "not a valid regular expression"],
              flags=("--label-key-regex", "([0-9"), exit_code=2),
     mos_case("unsupported-label-format", ["l.xlsx", "unsupported table format '.xlsx'"],
              labels=("l.xlsx",), files={"l.xlsx": "x"}, exit_code=2),
@@ -221,9 +221,10 @@ CASES = [
             files={"s.jsonl": jsonl(score("clip2")), "t.jsonl": jsonl(score("clip2"))}),
     so_case("no-competitor", ["s.jsonl", "key 'clip1'", "no competitor field"],
             files={"s.jsonl": jsonl({"video_id": "clip1", "score": 3})}),
+    # Names from the score rows: a clash is bad data (exit 1).
     so_case("competitor-slug-clash", ["'DOVER-x'", "'dover x'", "second_opinion_dover_x_*"],
             files={"s.jsonl": jsonl(score("clip1", competitor="DOVER-x"),
-                                    score("clip1", competitor="dover x"))}, exit_code=2),
+                                    score("clip1", competitor="dover x"))}, exit_code=1),
     so_case("score-rows-without-key", ["s.jsonl", "no key field"],
             files={"s.jsonl": jsonl({"competitor": "d", "clip": "clip1", "score": 3})}),
     so_case("score-key-field-absent", ["s.jsonl", "--score-key-field 'clip'", "not present"],

@@ -94,7 +94,7 @@ def test_status_column_may_not_name_an_output_column(tmp_path: Path, name: str) 
     done = run_command(MOS, "--features", "f.csv", "--labels", "l.csv", "--out", "o.csv",
                        "--status-column", name, cwd=tmp_path)
     assert done.returncode == 2
-    assert f"status_column {name!r} is one of the columns" in one_line_error(done.stderr)
+    assert f"--status-column {name!r} is one of the columns" in one_line_error(done.stderr)
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -123,7 +123,7 @@ def test_two_folders_with_one_file_name_are_refused_unless_allowed(tmp_path: Pat
     assert done.returncode == 1
     line = one_line_error(done.stderr)
     assert "'/corpusA/0001.mp4' and '/corpusB/0001.mp4' both become '0001.mp4'" in line
-    assert "f.csv" in line and "allow_key_merge" in line
+    assert "f.csv" in line and "pass --allow-key-merge" in line
     assert not (tmp_path / "o.csv").exists()
 
     allowed = run_command(MOS, *args, "--allow-key-merge", cwd=tmp_path)
@@ -256,7 +256,7 @@ def test_min_coverage_is_a_stricter_gate_per_competitor(tmp_path: Path) -> None:
     assert audit(tmp_path / "a.json")["competitors"]["q"]["coverage"] == 0.5
     (tmp_path / "o.csv").unlink()
     done = run_command(SO, *args, "--min-coverage", "0.9", cwd=tmp_path)
-    assert done.returncode == 1 and "coverage 0.500, min_coverage 0.900" in done.stderr
+    assert done.returncode == 1 and "coverage 0.500, --min-coverage 0.900" in done.stderr
     assert not (tmp_path / "o.csv").exists()
 
 

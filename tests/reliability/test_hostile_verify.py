@@ -289,11 +289,13 @@ def test_an_upper_case_sha256_matches(made: Path, tmp_path: Path) -> None:
 
 def test_a_path_with_dotdot_through_a_symlink_is_the_file_the_command_read(
         tmp_path: Path) -> None:
-    """``link/../labels.csv`` is ``real/labels.csv`` to the system, not ``labels.csv``."""
+    """One path rule for the command, Snakemake and verify: ``link/../labels.csv`` is
+    ``labels.csv`` beside ``link`` (normalised as Snakemake normalises), for all three."""
     (tmp_path / "real/inner").mkdir(parents=True)
     (tmp_path / "link").symlink_to("real/inner")
     shutil.copy(TEST_DATA / "KONVID_1K_NIQE_scores.derived.csv", tmp_path / "features.csv")
-    shutil.copy(TEST_DATA / "KONVID_1K_metadata.csv", tmp_path / "real/labels.csv")
+    shutil.copy(TEST_DATA / "KONVID_1K_metadata.csv", tmp_path / "labels.csv")
+    (tmp_path / "real/labels.csv").write_text("not the labels\n")
     done = subprocess.run(
         [str(BIN / "materialize-mos-labels"), "--features", "features.csv",
          "--labels", "link/../labels.csv", "--out", "out.parquet", "--audit-json",
@@ -303,7 +305,9 @@ def test_a_path_with_dotdot_through_a_symlink_is_the_file_the_command_read(
     assert done.returncode == 0, done.stderr
     checked = verify("audit.json", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout
-    assert "ok            link/../labels.csv" in checked.stdout.splitlines()
+    assert "ok            labels.csv" in checked.stdout.splitlines()  # the file it names
+    (tmp_path / "labels.csv").write_text("changed\n")
+    assert verify("audit.json", cwd=tmp_path).returncode == 1
 
 
 @pytest.mark.parametrize(("name", "shown"), [

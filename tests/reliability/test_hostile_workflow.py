@@ -222,7 +222,7 @@ def test_a_rerun_failing_on_a_changed_option_alone_keeps_the_table_and_reruns_ne
 
     failed_run(folder)
     assert outputs(folder) == previous
-    assert "below --min-match-rate 0.900" in report_entry(folder, "t")["error"]
+    assert "below min_match_rate 0.900" in report_entry(folder, "t")["error"]
     assert "rule mos_labels__t:" in planned_table_jobs(folder)
     failed_run(folder)
     assert outputs(folder) == previous
