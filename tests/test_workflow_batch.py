@@ -122,7 +122,7 @@ def test_older_json_manifest_with_comment_keys_runs_and_reports(mos_data: Path) 
     assert "report_json" not in prov["outputs"]
 
     audit = json.loads((mos_data / "out" / "konvid.audit.json").read_text())
-    assert audit["run_provenance"]["entrypoint"]["path"].endswith("workflow/rules/mos_labels.smk")
+    assert audit["run_provenance"]["entrypoint"]["path"].endswith("workflow/rules/tables.smk")
     assert audit["run_provenance"]["versions"]["snakemake"]
 
     markdown = (mos_data / "reports" / "batch" / "mos-labels.md").read_text()

@@ -17,29 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from materializer import files, provenance
+from materializer import files, paths, provenance
 from materializer.jobs import read_status, spec_digest, spec_paths, stamps, status_path
-from materializer.manifest import MOS, SOURCE_FIELD, Manifest, Section, Table
-
-SCHEMAS = {
-    MOS: "mos-label-materializer-batch-v1",
-    "second-opinion": "second-opinion-materializer-batch-v1",
-}
-TITLES = {
-    MOS: "# MOS Label Materializer Batch Report",
-    "second-opinion": "# Second-Opinion Materializer Batch Report",
-}
-SUMMARY_FIELDS = {
-    MOS: ("input_rows", "output_rows", "matched_rows", "missing_rows"),
-    "second-opinion": ("input_rows", "output_rows"),
-}
-TABLE_SUMMARY_FIELDS = {
-    MOS: ("input_rows", "output_rows", "matched_rows", "missing_rows", "match_rate",
-          "labels_loaded"),
-    "second-opinion": ("input_rows", "output_rows", "competitors"),
-}
-STDERR_PREFIX = {MOS: "MOS-label batch materialize", "second-opinion":
-                 "second-opinion batch materialize"}
+from materializer.kinds import KINDS, MOS
+from materializer.manifest import SOURCE_FIELD, Manifest, Section, Table
 
 
 @dataclass(frozen=True)
@@ -138,7 +119,8 @@ def table_entry(table: Table, outcome: Outcome) -> dict[str, Any]:
     }
     if outcome.status == "ok":
         audit = outcome.audit or {}
-        entry["summary"] = {name: audit.get(name) for name in TABLE_SUMMARY_FIELDS[table.kind]}
+        entry["summary"] = {name: audit.get(name)
+                            for name in KINDS[table.kind].table_summary_fields}
     else:
         entry["error"] = outcome.error
     return entry
@@ -150,10 +132,10 @@ def build_report(manifest: Manifest, section: Section,
     tables = [table_entry(t, outcomes[(t.kind, t.id)]) for t in section.tables]
     ok = [t for t in tables if t["status"] == "ok"]
     summary: dict[str, Any] = {"tables": len(tables), "failed_tables": len(tables) - len(ok)}
-    for name in SUMMARY_FIELDS[section.kind]:
+    for name in KINDS[section.kind].summary_fields:
         summary[name] = sum(int(t["summary"].get(name) or 0) for t in ok)
     return {
-        "schema": SCHEMAS[section.kind],
+        "schema": KINDS[section.kind].report_schema,
         "status": "ok" if len(ok) == len(tables) else "failed",
         "manifest": manifest.path,
         "summary": summary,
@@ -163,7 +145,7 @@ def build_report(manifest: Manifest, section: Section,
 
 def render_markdown(report: Mapping[str, Any], kind: str) -> str:
     """The older runners' Markdown layout, byte for byte."""
-    lines = [TITLES[kind], "", f"Status: **{report['status']}**", ""]
+    lines = [KINDS[kind].markdown_title, "", f"Status: **{report['status']}**", ""]
     if kind == MOS:
         lines += ["| Table | Status | Match rate | Matched rows | Missing rows | Output |",
                   "| --- | --- | ---: | ---: | ---: | --- |"]
@@ -194,10 +176,10 @@ class _Describer:
     smaller ones inline, where a thread would cost more than the hash (1,000s of tables).
     """
 
-    def __init__(self, base_dir: str, paths: Sequence[str]) -> None:
+    def __init__(self, base_dir: str, written: Sequence[str]) -> None:
         self.base_dir = base_dir
-        unique = list(dict.fromkeys(paths))
-        large = [p for p in unique if _size(Path(base_dir) / p) >= 1 << 20]
+        unique = list(dict.fromkeys(written))
+        large = [p for p in unique if _size(paths.resolve(base_dir, p)) >= 1 << 20]
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="report-sha256") as pool:
             hashed = dict(zip(large, pool.map(lambda p: provenance.describe_path(p, base_dir),
                                               large), strict=True))
@@ -254,11 +236,11 @@ def write_section_report(
     base = manifest.base_dir
     report_md = _written(section.report_md, section.report_md_written, base)
     manifest_file = _written(os.path.abspath(manifest.path), None, base)
-    paths = [manifest_file, report_md]
+    cited = [manifest_file, report_md]
     for described in (*tables_in.values(), *tables_out.values()):
         for value in described.values():
-            paths.extend(value if isinstance(value, list) else [value])
-    describe = _Describer(manifest.base_dir, paths)
+            cited.extend(value if isinstance(value, list) else [value])
+    describe = _Describer(manifest.base_dir, cited)
     inputs = {
         "manifest": describe(manifest_file),
         "tables": {tid: {name: [describe(p) for p in v] if isinstance(v, list) else describe(v)
@@ -298,6 +280,6 @@ def write_section_report(
 def summary_line(report: Mapping[str, Any], kind: str) -> str:
     """The older runners' one-line stderr summary."""
     s = report["summary"]
-    third = "matched_rows" if kind == MOS else "output_rows"
-    return (f"{STDERR_PREFIX[kind]}: tables={s['tables']} input_rows={s['input_rows']} "
+    third = KINDS[kind].log_fields[1]
+    return (f"{KINDS[kind].stderr_prefix}: tables={s['tables']} input_rows={s['input_rows']} "
             f"{third}={s[third]} failed_tables={s['failed_tables']}")

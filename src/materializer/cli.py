@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from materializer.errors import MaterializeError
-from materializer.options import MosOptions, SecondOpinionOptions, named_as_flags
+from materializer.kinds import KINDS, MOS, SECOND_OPINION, Kind
+from materializer.options import named_as_flags
 from materializer.provenance import RunContext
 
 
@@ -41,34 +42,28 @@ def add_option_flags(parser: argparse.ArgumentParser, options: type[Any]) -> Non
                                 choices=meta["choices"] or None)
 
 
-def mos_parser() -> argparse.ArgumentParser:
+def parser(kind: Kind) -> argparse.ArgumentParser:
+    """A kind's command: its paths, then one flag per declared option."""
     parser = argparse.ArgumentParser(
-        prog="materialize-mos-labels",
-        description="Join subjective MOS labels onto an extracted feature table.",
+        prog=kind.command, description=kind.description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--features", required=True, help="feature table")
-    parser.add_argument("--labels", required=True, action="append",
-                        help="label table (repeatable, read in order)")
+    parser.add_argument(f"--{kind.sources}", required=True, action="append",
+                        metavar="[LABEL=]PATH" if kind.labelled_sources else None,
+                        help=kind.source_help)
     parser.add_argument("--out", required=True, help="output table (format by extension)")
     parser.add_argument("--audit-json", help="audit JSON path")
-    add_option_flags(parser, MosOptions)
+    add_option_flags(parser, kind.options)
     return parser
+
+
+def mos_parser() -> argparse.ArgumentParser:
+    return parser(KINDS[MOS])
 
 
 def second_opinion_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="materialize-second-opinion-features",
-        description="Join external no-reference scorer outputs onto a feature table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--features", required=True, help="feature table")
-    parser.add_argument("--scores", required=True, action="append", metavar="[LABEL=]PATH",
-                        help="score sidecar (repeatable); LABEL is the fallback competitor")
-    parser.add_argument("--out", required=True, help="output table (format by extension)")
-    parser.add_argument("--audit-json", help="audit JSON path")
-    add_option_flags(parser, SecondOpinionOptions)
-    return parser
+    return parser(KINDS[SECOND_OPINION])
 
 
 def options_from(args: argparse.Namespace, options: type[Any]) -> Any:
@@ -76,56 +71,36 @@ def options_from(args: argparse.Namespace, options: type[Any]) -> Any:
     return options.from_mapping({f.name: getattr(args, f.name) for f in options.declared()})
 
 
-def _run(prog: str, argv: Sequence[str], job: Callable[[], dict[str, Any]],
-         summary: Callable[[dict[str, Any]], str]) -> int:
-    logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s", stream=sys.stderr)
+def main(kind: Kind, argv: Sequence[str] | None = None) -> int:
+    """Run a kind's command: one line on stderr, exit 0, 1 (bad data) or 2 (bad usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(kind).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"{kind.command}: %(message)s",
+                        stream=sys.stderr)
     try:
         with named_as_flags():
-            audit = job()
+            run = RunContext(sys.argv[0], argv=argv, args=vars(args))
+            audit = kind.join_function()(
+                args.features, getattr(args, kind.sources), args.out,
+                audit_json=args.audit_json, options=options_from(args, kind.options), run=run)
     except MaterializeError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{kind.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # Ctrl-C: temporary files are already removed, no traceback
-        print(f"{prog}: interrupted", file=sys.stderr)
+        print(f"{kind.command}: interrupted", file=sys.stderr)
         return 130
-    print(f"{prog}: {summary(audit)}", file=sys.stderr)
+    print(f"{kind.command}: {kind.done(audit)}", file=sys.stderr)
     return 0
 
 
 def mos_labels_main(argv: Sequence[str] | None = None) -> int:
     """``materialize-mos-labels``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = mos_parser().parse_args(argv)
-
-    def job() -> dict[str, Any]:
-        options = options_from(args, MosOptions)
-        from materializer.mos import materialize_mos_labels
-
-        run = RunContext(sys.argv[0], argv=argv, args=vars(args))
-        return materialize_mos_labels(args.features, args.labels, args.out,
-                                      audit_json=args.audit_json, options=options, run=run)
-
-    return _run("materialize-mos-labels", argv, job, lambda a: (
-        f"{a['matched_rows']}/{a['input_rows']} rows labelled, match rate "
-        f"{a['match_rate']:.3f}, wrote {a['output']}"))
+    return main(KINDS[MOS], argv)
 
 
 def second_opinion_main(argv: Sequence[str] | None = None) -> int:
     """``materialize-second-opinion-features``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = second_opinion_parser().parse_args(argv)
-
-    def job() -> dict[str, Any]:
-        options = options_from(args, SecondOpinionOptions)
-        from materializer.second_opinion import materialize_second_opinion
-
-        run = RunContext(sys.argv[0], argv=argv, args=vars(args))
-        return materialize_second_opinion(args.features, args.scores, args.out,
-                                          audit_json=args.audit_json, options=options, run=run)
-
-    return _run("materialize-second-opinion-features", argv, job, lambda a: (
-        f"{len(a['competitors'])} competitor(s), {a['output_rows']}/{a['input_rows']} rows, "
-        f"wrote {a['output']}"))
+    return main(KINDS[SECOND_OPINION], argv)
 
 
 __all__ = ["mos_labels_main", "second_opinion_main"]

@@ -8,7 +8,8 @@ report written after a failure needs to know which tables failed and why.
 Snakemake also deletes a job's existing outputs before it runs, so a rerun that fails would
 lose the previous table. A job that succeeds therefore hard-links its table and audit to
 hidden sidecars beside them (``.NAME.previous``); after a failed run the workflow's
-``onerror`` puts them back with :func:`restore_failed_tables`.
+``onerror`` puts them back with :func:`restore_failed_tables` (through
+:meth:`materializer.runs.BatchRun.after_failure`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from materializer import paths
 from materializer.errors import MaterializeError
-from materializer.manifest import MOS, SECOND_OPINION, SOURCE_FIELD, Manifest, Table
-from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
+from materializer.kinds import KINDS
+from materializer.manifest import SOURCE_FIELD, Manifest, Table
 from materializer.provenance import RunContext
 
 STATUS_ROOT = os.path.join("logs", "status")
@@ -46,19 +48,17 @@ def spec_digest(spec_json: str) -> str:
 
 def spec_paths(spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Input and output paths of a table spec, as written."""
-    if spec["kind"] == SECOND_OPINION:
-        sources = [ScoreSpec.parse(s).path for s in spec["scores"]]
-    else:
-        sources = list(spec["labels"])
+    kind = KINDS[spec["kind"]]
+    sources = [kind.source_path(s) for s in spec[kind.sources]]
     return [spec["features"], *sources], [spec["out"], spec["audit_json"]]
 
 
-def stamps(paths: list[str], base_dir: str) -> dict[str, list[int] | None]:
+def stamps(written_paths: list[str], base_dir: str) -> dict[str, list[int] | None]:
     """Size and mtime of each file (None when missing): cheap evidence of what a job saw."""
     found: dict[str, list[int] | None] = {}
-    for written in paths:
+    for written in written_paths:
         try:
-            info = os.stat(Path(base_dir) / written)
+            info = os.stat(paths.resolve(base_dir, written))
         except OSError:
             found[written] = None
         else:
@@ -88,27 +88,15 @@ def _now() -> str:
 
 def _join(spec: Mapping[str, Any], run: RunContext) -> dict[str, Any]:
     """Call the library join of the spec's kind with paths as written."""
-    if spec["kind"] == MOS:
-        from materializer.mos import materialize_mos_labels
-
-        return materialize_mos_labels(
-            spec["features"], list(spec["labels"]), spec["out"],
-            audit_json=spec["audit_json"], options=MosOptions.from_mapping(spec["options"]),
-            run=run)
-    from materializer.second_opinion import materialize_second_opinion
-
-    return materialize_second_opinion(
-        spec["features"], list(spec["scores"]), spec["out"],
-        audit_json=spec["audit_json"], options=SecondOpinionOptions.from_mapping(spec["options"]),
-        run=run)
+    kind = KINDS[spec["kind"]]
+    return kind.join_function()(
+        spec["features"], list(spec[kind.sources]), spec["out"], audit_json=spec["audit_json"],
+        options=kind.options.from_mapping(spec["options"]), run=run)
 
 
 def _summary_line(spec: Mapping[str, Any], audit: Mapping[str, Any]) -> str:
-    if spec["kind"] == MOS:
-        return (f"ok: input_rows={audit.get('input_rows')} matched_rows="
-                f"{audit.get('matched_rows')} missing_rows={audit.get('missing_rows')} "
-                f"match_rate={audit.get('match_rate')}")
-    return f"ok: input_rows={audit.get('input_rows')} output_rows={audit.get('output_rows')}"
+    fields = KINDS[spec["kind"]].log_fields
+    return "ok: " + " ".join(f"{name}={audit.get(name)}" for name in fields)
 
 
 def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
@@ -120,7 +108,7 @@ def remove_stale_temporaries(outputs: Sequence[str], base_dir: str) -> None:
     """
     prefixes: dict[Path, tuple[str, ...]] = {}  # one listing per folder (table + audit)
     for written in outputs:
-        target = Path(base_dir) / written
+        target = paths.resolve(base_dir, written)
         prefixes[target.parent] = (*prefixes.get(target.parent, ()), f".{target.name}.")
     for folder, wanted in prefixes.items():
         try:
@@ -205,7 +193,7 @@ def keep_previous(outputs: Sequence[str], base_dir: str, log: TextIO) -> None:
     (or a kill) half-way never pairs a new table with an old audit; where links are not
     possible nothing is kept, and a failed rerun then loses the previous table.
     """
-    targets = [Path(base_dir) / written for written in outputs]
+    targets = [paths.resolve(base_dir, written) for written in outputs]
     try:
         _drop_previous(targets)
         for target in targets:
@@ -230,7 +218,7 @@ def restore_previous(outputs: Sequence[str], inputs: Sequence[str], base_dir: st
     again). The restored files are dated before the newest input: without that a rerun
     that failed on changed options alone would look up to date next time.
     """
-    targets = [Path(base_dir) / written for written in outputs]
+    targets = [paths.resolve(base_dir, written) for written in outputs]
     if any(os.path.lexists(t) for t in targets) or not all(
             _is_plain_file(previous_path(t)) for t in targets):
         return False

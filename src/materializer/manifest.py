@@ -2,7 +2,8 @@
 
 A manifest is the older batch runners' JSON shape (``defaults`` + ``tables``, with an
 optional ``kind``) or the combined shape (``mos_labels:`` and/or ``second_opinion:``
-sections). Structure is checked against ``workflow/schemas/manifest.schema.yaml``;
+sections). Structure is checked against the JSON schema shipped in this package
+(``materializer/schemas/manifest.schema.yaml``, which ``workflow/schemas/`` links to);
 option values by :mod:`materializer.options` (the same code the command line uses);
 the rest (ids, paths, formats, chaining) here. Paths stay as written: the library
 resolves them against ``base_dir``, which is why reports and audits read the same in
@@ -17,22 +18,22 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files as package_files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from materializer import files
+from materializer import files, paths
 from materializer.errors import MaterializeError, UsageError
-from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
+from materializer.kinds import KINDS, MOS, SECOND_OPINION
 
-MOS = "mos-labels"
-SECOND_OPINION = "second-opinion"
-SECTION_KEYS = {MOS: "mos_labels", SECOND_OPINION: "second_opinion"}
+SECTION_KEYS = {name: kind.section for name, kind in KINDS.items()}
 """Kind → the combined shape's section key (also the default report file stem)."""
-OPTION_CLASSES: dict[str, Any] = {MOS: MosOptions, SECOND_OPINION: SecondOpinionOptions}
-DEF_NAMES = {MOS: "mos", SECOND_OPINION: "second_opinion"}
-SOURCE_FIELD = {MOS: "labels", SECOND_OPINION: "scores"}
+OPTION_CLASSES: dict[str, Any] = {name: kind.options for name, kind in KINDS.items()}
+DEF_NAMES = {name: kind.schema_defs for name, kind in KINDS.items()}
+SOURCE_FIELD = {name: kind.sources for name, kind in KINDS.items()}
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SUFFIX = ".audit.json"
 DEFAULT_REPORT_DIR = "reports"
@@ -74,9 +75,7 @@ class Table:
     @property
     def source_paths(self) -> tuple[str, ...]:
         """The label files, or the score files without their ``LABEL=``."""
-        if self.kind == SECOND_OPINION:
-            return tuple(ScoreSpec.parse(spec).path for spec in self.sources)
-        return self.sources
+        return tuple(KINDS[self.kind].source_path(spec) for spec in self.sources)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -147,7 +146,8 @@ class Manifest:
 
 
 def resolve(base_dir: str, written: str) -> str:
-    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(written)))
+    """The absolute path of a manifest path, by the one rule (:func:`paths.resolve`)."""
+    return str(paths.resolve(base_dir, written))
 
 
 def read_manifest_file(path: str | os.PathLike[str]) -> Any:
@@ -166,13 +166,21 @@ def read_manifest_file(path: str | os.PathLike[str]) -> Any:
             from None
 
 
+def schema_resource() -> Traversable:
+    """The manifest JSON schema: package data of ``materializer``, so found in any install
+    (``workflow/schemas/manifest.schema.yaml`` is a link to it, not a copy)."""
+    return package_files("materializer") / "schemas" / "manifest.schema.yaml"
+
+
 def schema_path() -> Path:
-    """The manifest JSON schema shipped with the workflow (next to this checkout's src/)."""
-    return Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "manifest.schema.yaml"
+    """The file of the shipped schema (the package is installed as files, not zipped)."""
+    return Path(str(schema_resource()))
 
 
 def _load_schema(path: Path | None) -> dict[str, Any]:
-    with open(path or schema_path(), encoding="utf-8") as handle:
+    if path is None:
+        return yaml.safe_load(schema_resource().read_text(encoding="utf-8"))
+    with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 
@@ -295,6 +303,10 @@ def _infer_kind(data: Mapping[str, Any], problems: _Problems) -> str | None:
         return None  # the schema reports the bad value
     tables = data.get("tables")
     if not isinstance(tables, list):
+        problems.add("field 'tables'", f"must be a list of tables, got {tables!r}")
+        return None
+    if not tables:
+        problems.add("field 'tables'", "the manifest has no tables (the list is empty)")
         return None
     has = {name for t in tables if isinstance(t, Mapping) for name in ("labels", "scores")
            if name in t}
@@ -533,8 +545,7 @@ def _path_problems(kind: str, raw: Mapping[str, Any], where: str, root: str, out
                                            ("out", raw.get("out"), False)]
     sources = raw.get(SOURCE_FIELD[kind])
     for spec in sources if isinstance(sources, list) else []:
-        path = ScoreSpec.parse(spec).path if kind == SECOND_OPINION and isinstance(spec, str) \
-            else spec
+        path = KINDS[kind].source_path(spec) if isinstance(spec, str) else spec
         fields.append((SOURCE_FIELD[kind], path, True))
     for name, path, is_input in fields:
         if not isinstance(path, str) or not path:
@@ -571,12 +582,12 @@ def _partial_entry(kind: str, index: int, raw: Mapping[str, Any], where: str) ->
         return value if isinstance(value, str) and value else None
 
     sources = raw.get(SOURCE_FIELD[kind])
-    paths = tuple(ScoreSpec.parse(s).path if kind == SECOND_OPINION else s
-                  for s in (sources if isinstance(sources, list) else [])
-                  if isinstance(s, str) and s)
+    source_paths = tuple(KINDS[kind].source_path(s) for s in
+                         (sources if isinstance(sources, list) else []) if isinstance(s, str) and s)
     out = text("out")
     audit = text("audit_json") or (f"{out}{AUDIT_SUFFIX}" if out else None)
-    return _Entry(kind, index, str(raw.get("id")), where, text("features"), paths, out, audit)
+    return _Entry(kind, index, str(raw.get("id")), where, text("features"), source_paths, out,
+                  audit)
 
 
 def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Problems,

@@ -21,21 +21,16 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from materializer import files, tableio
-from materializer.manifest import MOS, SECOND_OPINION
+from materializer import files, paths, tableio
+from materializer.kinds import BY_REPORT_SCHEMA, KINDS, MOS, SECOND_OPINION
 
-MOS_COLUMN = "mos"
-KIND_TITLES = {MOS: "MOS labels", SECOND_OPINION: "Second opinion"}
-REPORT_KINDS = {
-    "mos-label-materializer-batch-v1": MOS,
-    "second-opinion-materializer-batch-v1": SECOND_OPINION,
-}
 FIGURE_SIZE = (6.4, 4.0)
 DPI = 100
 OK_COLOUR = "#3b75af"
 LOW_COLOUR = "#c0392b"
 PNG_METADATA = {"Software": None}  # no matplotlib version: same inputs, same bytes
 
+MOS_COLUMN = "mos"
 
 # --- statistics ---------------------------------------------------------------------
 
@@ -214,7 +209,7 @@ def table_notes(kind: str, table_id: str, audit_json: str, notes: str, remark: s
         -> None:
     """Coverage of one table, with a few unmatched keys from each side when not full."""
     audit = read_json(audit_json)
-    parts = [f"<h3>{esc(table_id)} ({esc(KIND_TITLES[kind])})</h3>\n"]
+    parts = [f"<h3>{esc(table_id)} ({esc(KINDS[kind].title)})</h3>\n"]
     if remark:
         parts.append(f"<p>{esc(remark)}</p>\n")
     if kind == MOS:
@@ -256,14 +251,15 @@ def table_notes(kind: str, table_id: str, audit_json: str, notes: str, remark: s
 
 
 def report_kind(report: Mapping[str, Any]) -> str:
-    return REPORT_KINDS.get(str(report.get("schema")), MOS)
+    kind = BY_REPORT_SCHEMA.get(str(report.get("schema")))
+    return kind.name if kind is not None else MOS
 
 
 def _audit_of(report: Mapping[str, Any], table: Mapping[str, Any]) -> dict[str, Any]:
     """The table's audit when it can still be read (only for the threshold)."""
     base = (report.get("run_provenance") or {}).get("base_dir") or "."
     try:
-        return read_json(os.path.join(base, str(table.get("audit_json"))))
+        return read_json(paths.resolve(base, str(table.get("audit_json"))))
     except (OSError, ValueError):
         return {}
 
@@ -328,7 +324,7 @@ def status_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
             status += f"<br><small>{esc(row['error'])}</small>"
         lines.append(
             f'<tr class="{"error" if failed else "ok"}"><td><b>{esc(row["id"])}</b></td>'
-            f"<td>{esc(KIND_TITLES[row['kind']])}</td><td>{status}</td>"
+            f"<td>{esc(KINDS[row['kind']].title)}</td><td>{status}</td>"
             f'<td class="num">{esc(_dash(row["input_rows"]))}</td>'
             f'<td class="num">{esc(_dash(row["output_rows"]))}</td>'
             f'<td class="num">{_rates_html(row["rates"]) if not failed else "-"}</td>'
@@ -484,7 +480,7 @@ def batch_summary(report_jsons: Sequence[str], html_out: str, chart: str | None 
 def mos_plots(table_id: str, input: Any, output: Any, log: str) -> None:
     """Body of a per-table MOS plot job: histogram, its caption, and coverage notes."""
     mos_histogram(table_id, input.table, input.audit, output.histogram, output.caption)
-    table_notes("mos-labels", table_id, input.audit, output.notes)
+    table_notes(MOS, table_id, input.audit, output.notes)
     write_text(log, f"plotted {output.histogram}\n")
 
 
@@ -492,5 +488,5 @@ def second_opinion_plots(table_id: str, input: Any, output: Any, log: str) -> No
     """Body of a per-table second-opinion plot job: one scatter per competitor, and notes."""
     plotted = competitor_scatters(table_id, input.table, input.audit, output.scatters)
     remark = "" if plotted else "The table has no mos column: no scatter of score against mos."
-    table_notes("second-opinion", table_id, input.audit, output.notes, remark)
+    table_notes(SECOND_OPINION, table_id, input.audit, output.notes, remark)
     write_text(log, f"scatters: {', '.join(plotted) or 'none'}. {remark}\n")

@@ -1,17 +1,19 @@
 """Where the workflow's report files go, and which of them a run or a report asks for.
 
 Used while Snakemake parses the workflow (``workflow/rules/plots.smk``), so it imports
-nothing heavy; the figures themselves are drawn by :mod:`materializer.plots`.
+nothing heavy; the figures themselves are drawn by :mod:`materializer.plots`, imported
+only by what draws them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from materializer.manifest import MOS
+from materializer.kinds import MOS
+from materializer.manifest import Manifest
 
 
 def stale(outputs: Sequence[str], inputs: Sequence[str]) -> bool:
@@ -65,33 +67,82 @@ class PlottedTable:
     audit: str
 
 
-def report_targets(layout: PlotLayout, tables: Sequence[PlottedTable],
-                   batch_reports: Sequence[str], *, reporting: bool, has_mos: bool,
-                   log: Any = None) -> list[str]:
-    """Every file the report shows; in report mode (no job runs) only what exists.
+@dataclass(frozen=True)
+class ReportFiles:
+    """Everything ``snakemake --report`` shows, and which of it a command asks for.
 
-    A failed table has no output and so no plots; asking for them would stop
-    ``snakemake --report`` ("marked for report but does not exist"). After a failed run
-    the summary is rebuilt from the batch reports here, as the summary job could not run.
+    ``tables`` are the tables that get figures (``report_plots``, or up to 100 tables);
+    ``note`` says why there are none when the manifest did not ask.
     """
-    if not reporting:
-        targets = layout.summary_files(has_mos)
-        for table in tables:
-            targets += list(layout.table_files(table.kind, table.id).values())
-        return targets
-    targets = []
-    if all(os.path.exists(p) for p in batch_reports):
-        if stale(layout.summary_files(has_mos), batch_reports):
-            from materializer.plots import batch_summary
 
-            batch_summary(batch_reports, layout.summary,
-                          *(layout.chart.values() if has_mos else ()))
-        targets += layout.summary_files(has_mos)
-    for table in tables:
-        files = list(layout.table_files(table.kind, table.id).values())
-        if all(os.path.exists(p) for p in (table.out, table.audit, *files)):
-            targets += files
-        elif log is not None:
-            print(f"report: no plots for table {table.id!r} (not run, failed, or not "
-                  "plotted yet: run snakemake first)", file=log)
-    return targets
+    layout: PlotLayout
+    tables: tuple[PlottedTable, ...]
+    batch_reports: tuple[str, ...]
+    has_mos: bool
+    note: str | None = None
+
+    @classmethod
+    def for_manifest(cls, manifest: Manifest, tracked: Callable[[str], str],
+                     batch_reports: Sequence[str]) -> ReportFiles:
+        """Figures go under ``plots/`` beside the first batch report; ``tracked`` turns a
+        manifest path as written into the one Snakemake tracks, ``batch_reports`` are the
+        sections' JSON reports as Snakemake tracks them."""
+        reports = tuple(batch_reports)
+        folder = os.path.join(os.path.dirname(reports[0]), "plots") if reports else "plots"
+        plotted = manifest.tables if manifest.report_plots else []
+        note = None
+        if manifest.report_plots_requested is None and not plotted:
+            note = (f"report: {len(manifest.tables)} tables, so no per-table figures"
+                    " (`report_plots: true` in the manifest draws them)")
+        return cls(
+            layout=PlotLayout(folder),
+            tables=tuple(PlottedTable(t.kind, t.id, tracked(t.out), tracked(t.audit_json))
+                         for t in plotted),
+            batch_reports=reports,
+            has_mos=any(s.kind == MOS for s in manifest.sections),
+            note=note,
+        )
+
+    def of_kind(self, kind: str) -> list[PlottedTable]:
+        return [t for t in self.tables if t.kind == kind]
+
+    def summary_files(self) -> list[str]:
+        return self.layout.summary_files(self.has_mos)
+
+    def targets(self, *, jobs_run: bool, log: Any = None) -> list[str]:
+        """Every file the report shows; when no job runs (``snakemake --report``), only
+        those that exist and are current, as a report job cannot make any.
+
+        A failed table has no output and so no plots; asking for them would stop
+        ``snakemake --report`` ("marked for report but does not exist"). After a failed
+        run the summary is the one the failure handler drew (:meth:`draw_summary`).
+        """
+        if jobs_run:
+            targets = self.summary_files()
+            for table in self.tables:
+                targets += list(self.layout.table_files(table.kind, table.id).values())
+            return targets
+        targets = []
+        if all(os.path.exists(p) for p in self.batch_reports):
+            if not stale(self.summary_files(), self.batch_reports):
+                targets += self.summary_files()
+            elif log is not None:
+                print("report: no summary (missing or older than the batch reports: run "
+                      "snakemake first)", file=log)
+        for table in self.tables:
+            files = list(self.layout.table_files(table.kind, table.id).values())
+            if all(os.path.exists(p) for p in (table.out, table.audit, *files)):
+                targets += files
+            elif log is not None:
+                print(f"report: no plots for table {table.id!r} (not run, failed, or not "
+                      "plotted yet: run snakemake first)", file=log)
+        return targets
+
+    def draw_summary(self) -> None:
+        """Draw the summary (and the match-rate chart) from the batch reports, as the
+        summary jobs do; used after a failed run, when they could not run."""
+        from materializer.plots import batch_summary
+
+        batch_summary(list(self.batch_reports), self.layout.summary,
+                      *(self.layout.chart.values() if self.has_mos else ()))
+

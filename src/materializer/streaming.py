@@ -20,8 +20,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from materializer import files, join, publish, tableio
+from materializer import files, publish, tableio
 from materializer import keys as keymod
+from materializer.plan import Core, Plan, attach, gated_audit
 
 log = logging.getLogger("materializer")
 
@@ -105,7 +106,7 @@ class Progress:
                  self.total, 100.0 * done / max(self.total, 1), rate, left)
 
 
-def _key_batches(plan: join.Plan, core: join.Core, normalize: keymod.KeyNormalizer) \
+def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
         -> Iterator[keymod.KeyColumn]:
     """Pass one: the key column alone, batch by batch, as normalised keys.
 
@@ -119,7 +120,7 @@ def _key_batches(plan: join.Plan, core: join.Core, normalize: keymod.KeyNormaliz
         yield normalize(batch.column(0))
 
 
-def materialize_streaming(plan: join.Plan, core: join.Core) -> dict[str, Any]:
+def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
     """The join for a parquet table read and written in record batches.
 
     Pass one observes every key and applies the gate before anything is written; pass
@@ -127,7 +128,7 @@ def materialize_streaming(plan: join.Plan, core: join.Core) -> dict[str, Any]:
     """
     path = plan.feature_path
     normalize = plan.normalizer(core)
-    audit = join.gated_audit(plan, core, normalize, _key_batches(plan, core, normalize))
+    audit = gated_audit(plan, core, normalize, _key_batches(plan, core, normalize))
     audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
     progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
@@ -138,7 +139,7 @@ def materialize_streaming(plan: join.Plan, core: join.Core) -> dict[str, Any]:
         keys = normalize(table.column(core.key_column)) if batch is not None \
             else keymod.KeyColumn.empty()
         new, keep = core.columns(keys)
-        table = join.attach(table, new)
+        table = attach(table, new)
         return table.filter(pa.array(keep)) if keep is not None else table
 
     def write(target: Path) -> None:

@@ -26,10 +26,11 @@ from typing import Any, TextIO
 
 from materializer import paths
 from materializer.errors import DataError, UsageError
+from materializer.kinds import BY_REPORT_SCHEMA
 from materializer.provenance import CHUNK
 from materializer.provenance import SCHEMA as PROVENANCE_SCHEMA
 
-REPORT_SCHEMAS = ("mos-label-materializer-batch-v1", "second-opinion-materializer-batch-v1")
+REPORT_SCHEMAS = tuple(BY_REPORT_SCHEMA)
 SCHEMA = "materializer-verify-v1"
 STATUSES = ("ok", "changed", "missing", "unverifiable")
 PROGRESS_BYTES = 256 << 20

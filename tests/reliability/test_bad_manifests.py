@@ -134,6 +134,7 @@ WHOLE_CASES = [
     ManifestCase("top-level-list", ["keys at top level"], "- a\n- b\n", exit_code=1),
     ManifestCase("no-tables", ["needs tables"], "defaults: {min_match_rate: 0.5}\n"),
     ManifestCase("empty-tables", ["'tables'", "non-empty"], "kind: mos-labels\ntables: []\n"),
+    ManifestCase("no-tables-listed", ["field 'tables'", "has no tables"], "tables: []\n"),
     ManifestCase("table-not-a-mapping", ["tables[0]"],
                  "kind: mos-labels\ntables:\n  - just-a-string\n"),
     ManifestCase("bad-kind", ["field 'kind'", "'mos'"],

@@ -1,19 +1,16 @@
-# Everything that is not a rule: the manifest (loaded, validated, resolved), paths,
-# params and resource functions, and the calls into the library.
-import json
-import os
+# What only Snakemake knows (the --configfile, the executor, its metadata), handed to
+# the library: materializer.runs loads the manifest and holds every job's body.
 import sys
 from pathlib import Path
 
 import snakemake
 from snakemake.io import IOFile
 
-from materializer import batch, jobs
-from materializer.manifest import ManifestError, load_manifest
+from materializer import runs
+from materializer.errors import UsageError
+from materializer.manifest import ManifestError
 
 EXAMPLE_MANIFEST = Path(workflow.basedir).parent / "config" / "manifest.yaml"
-SNAKEMAKE_VERSION = {"snakemake": snakemake.__version__}
-RULES_DIR = Path(workflow.basedir) / "rules"
 
 
 def fail_before_any_job(text):
@@ -22,56 +19,29 @@ def fail_before_any_job(text):
     raise SystemExit(2)
 
 
-def shown(path):
-    """A path relative to the working directory when it lies under it, else absolute."""
-    path = os.path.abspath(path)
-    relative = os.path.relpath(path)
-    return path if relative.startswith(os.pardir) else relative
-
-
-def manifest_path():
-    """The one --configfile, or the shipped example (loaded only then: nothing merges)."""
-    given = [str(p) for p in workflow.overwrite_configfiles]
-    if len(given) > 1:
-        fail_before_any_job(
-            "error: give one manifest (--configfile); got "
-            + ", ".join(given)
-            + ". Put MOS and second-opinion tables into one combined manifest."
-        )
-    if given:
-        return shown(given[0])
-    workflow.configfile(str(EXAMPLE_MANIFEST))
-    return shown(EXAMPLE_MANIFEST)
-
-
 def load():
-    path = manifest_path()
-    override = workflow.config_settings.config.get("base_dir")
+    """The one --configfile (or the shipped example, loaded only then), validated."""
+    given = [str(p) for p in workflow.overwrite_configfiles]
     try:
-        return load_manifest(
-            dict(config),
+        path = runs.one_manifest(given, example=str(EXAMPLE_MANIFEST))
+        if not given:
+            workflow.configfile(str(EXAMPLE_MANIFEST))
+        return runs.BatchRun.load(
+            config,
             manifest_path=path,
-            base_dir=None if override is None else str(override),
-            schema=Path(workflow.basedir) / "schemas" / "manifest.schema.yaml",
+            base_dir=workflow.config_settings.config.get("base_dir"),
+            snakefile=workflow.main_snakefile,
+            table_rules=str(Path(workflow.basedir) / "rules" / "tables.smk"),
+            extra_versions={"snakemake": snakemake.__version__},
         )
     except ManifestError as exc:
         fail_before_any_job(exc.report())
+    except UsageError as exc:
+        fail_before_any_job(f"error: {exc}")
 
 
-MANIFEST = load()
-
-
-def smk(written):
-    """The path Snakemake tracks for a manifest path as written."""
-    return shown(MANIFEST.resolve(written))
-
-
-def rule_name(table):
-    return f"{table.kind.replace('-', '_')}__{table.id}"
-
-
-def log_path(table):
-    return f"logs/{table.kind}/{table.id}.log"
+RUN = load()
+MANIFEST = RUN.manifest
 
 
 def table_params(table):
@@ -88,131 +58,22 @@ def table_params(table):
     return spec_json
 
 
-_INPUT_BYTES = {}
+def executor():
+    """The executor for provenance, looked up when a job runs (set by then)."""
+    return runs.executor_name(getattr(workflow.executor_plugin, "name", None))
 
 
-def input_bytes(table):
-    """Bytes of a table's inputs; an input another table writes counts as that table's.
+def forget_metadata(path):
+    """Drop Snakemake's record of an output, as `--cleanup-metadata` does."""
+    workflow.persistence.cleanup_metadata(IOFile(path))
 
-    Read once while parsing (os.stat), so resources are plain numbers: a callable on
-    `input.size_mb` was evaluated again for every job in every scheduling round.
+
+def report_files(wildcards):
+    """Every report file; for a command that runs no job (`--report`), those that exist.
+
+    An input function, so it is asked when the DAG is built: a run or a dry run
+    (`Workflow.execute`) has set the executor plugin by then, `--report` never does.
     """
-    key = (table.kind, table.id)
-    if key not in _INPUT_BYTES:
-        total = 0
-        for written in table.inputs:
-            try:
-                total += os.path.getsize(MANIFEST.resolve(written))
-            except OSError:
-                producer = MANIFEST.producer(written)
-                total += input_bytes(producer) if producer is not None else 0
-        _INPUT_BYTES[key] = total
-    return _INPUT_BYTES[key]
-
-
-def table_mem_mb(table):
-    """Pandas/pyarrow hold a few copies of a table: scale with the input size."""
-    return max(1024, int(512 + 8 * input_bytes(table) / 2**20))
-
-
-def table_runtime(table):
-    """Minutes; generous, the join itself runs at several hundred MB/s.
-
-    The floor stays small: a cluster group job asks for the sum over its tables.
-    """
-    return max(2, int(2 + input_bytes(table) / 2**20 / 20))
-
-
-def executor_name():
-    """'local' or the executor plugin's name; on SLURM the provenance says slurm itself."""
-    if os.environ.get("SLURM_JOB_ID"):
-        return None
-    plugin = workflow.executor_plugin
-    return getattr(plugin, "name", None) or "local"
-
-
-def run_table_job(kind, spec_json, log, rules_file):
-    """Body of every per-table job (runs in a thread of the Snakemake process)."""
-    spec_id = json.loads(spec_json)["id"]
-    jobs.run_table(
-        spec_json,
-        base_dir=MANIFEST.base_dir,
-        log=log,
-        status=jobs.status_path(kind, spec_id),
-        entrypoint=str(RULES_DIR / rules_file),
-        executor=executor_name(),
-        extra_versions=SNAKEMAKE_VERSION,
+    return RUN.report.targets(
+        jobs_run=workflow.executor_plugin is not None, log=sys.stderr
     )
-
-
-def section_outputs(section):
-    return [path for t in section.tables for path in (smk(t.out), smk(t.audit_json))]
-
-
-def all_targets():
-    """Every joined table and audit (a deleted one is rebuilt) plus every report."""
-    targets = []
-    for section in MANIFEST.sections:
-        targets += section_outputs(section)
-        targets += [shown(section.report_json), shown(section.report_md)]
-    return targets
-
-
-def write_report(section_key, outcomes, stderr=None):
-    section = next(s for s in MANIFEST.sections if s.key == section_key)
-    return batch.write_section_report(
-        MANIFEST,
-        section,
-        outcomes,
-        entrypoint=workflow.main_snakefile,
-        argv=sys.argv[1:],
-        executor=executor_name(),
-        extra_versions=SNAKEMAKE_VERSION,
-        stderr=stderr,
-    )
-
-
-def report_job(section_key, log):
-    """Body of a report rule: every table of the manifest is done or up to date."""
-    with open(log, "w") as handle:
-        written = write_report(
-            section_key, batch.outcomes_after_success(MANIFEST), stderr=handle
-        )
-    print(batch.summary_line(written, report_kind(section_key)), file=sys.stderr)
-
-
-def report_kind(section_key):
-    return next(s.kind for s in MANIFEST.sections if s.key == section_key)
-
-
-def restore_failed_tables():
-    """onerror: put back the previous table and audit of every table that failed.
-
-    Snakemake recorded the failed job as having made them (its inputs' checksums, its
-    params): drop that record, as `--cleanup-metadata` does, so the next run reruns it.
-    """
-    for table in jobs.restore_failed_tables(MANIFEST, jobs.STATUS_ROOT):
-        for path in (smk(table.out), smk(table.audit_json)):
-            workflow.persistence.cleanup_metadata(IOFile(path))
-        print(
-            f"table {table.id}: failed; kept its previous {smk(table.out)} and audit",
-            file=sys.stderr,
-        )
-
-
-def after_failure():
-    """onerror: previous outputs of failed tables back in place, then every report."""
-    if set(workflow.dag_settings.targets) == {"verify"}:
-        return  # a failed check must not rewrite the reports it checked
-    restore_failed_tables()
-    write_reports_after_failure()
-
-
-def write_reports_after_failure():
-    """The report rule cannot run, so build every report from audits + status."""
-    outcomes = batch.outcomes_after_failure(MANIFEST, jobs.STATUS_ROOT)
-    for section in MANIFEST.sections:
-        write_report(section.key, outcomes, stderr=sys.stderr)
-        print(
-            f"batch report (failed run): {shown(section.report_json)}", file=sys.stderr
-        )

@@ -11,6 +11,6 @@ rule verify:
         "logs/verify/verify.log",
     localrule: True
     params:
-        reports=[shown(section.report_json) for section in MANIFEST.sections],
+        reports=RUN.batch_reports(),
     run:
         verify_command.check_reports(params.reports, log[0])

@@ -1,0 +1,116 @@
+"""What the join skeleton and its streaming path share: the plan of one join, the core
+a kind supplies, the tally of feature keys, attaching columns and the gate.
+
+Kept apart from :mod:`materializer.join` so that the streaming path and the skeleton
+both import it and not each other.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from materializer import keys as keymod
+from materializer.errors import DataError
+from materializer.options import enable
+from materializer.provenance import InputHasher, RunContext
+
+
+class KeyTally:
+    """Feature keys seen so far: rows, rows without a key, distinct keys in order."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.unkeyed = 0
+        self._seen: dict[Any, None] = {}
+
+    def add(self, keys: keymod.KeyColumn) -> None:
+        self.rows += len(keys)
+        self.unkeyed += int(keys.unkeyed.sum())
+        self._seen.update(dict.fromkeys(keys.uniques.tolist()))
+
+    @property
+    def uniques(self) -> np.ndarray:
+        """Distinct keys in order of first appearance, as in one in-memory pass."""
+        return np.array(list(self._seen), dtype=object)
+
+
+class Core(Protocol):
+    """What one kind of join adds to the skeleton."""
+
+    key_column: str
+    regex: re.Pattern[str] | None
+
+    def observe(self, keys: keymod.KeyColumn) -> None:
+        """Count what the gate and the audit need, for one slice of feature keys."""
+
+    def gate(self, tally: KeyTally) -> None:
+        """After every key was seen, before anything is written: raise to refuse."""
+
+    def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], np.ndarray | None]:
+        """The new columns for a slice of feature keys, and which rows to keep (None: all)."""
+
+    def audit(self, tally: KeyTally) -> dict[str, Any]:
+        """The audit fields (the skeleton adds provenance, merges and streaming)."""
+
+
+@dataclass
+class Plan:
+    """One join as the skeleton runs it: paths as written and where they resolve."""
+
+    features: str
+    out: str
+    audit_json: str | None
+    run: RunContext
+    inputs: Mapping[str, Any]
+    """Provenance name -> path or list of paths, as written."""
+    allow_key_merge: bool
+    key_normalize: str
+    hasher: InputHasher = field(init=False)
+
+    @property
+    def feature_path(self) -> Path:
+        return self.run.resolve(self.features)
+
+    def normalizer(self, core: Core) -> keymod.KeyNormalizer:
+        return keymod.KeyNormalizer(core.key_column, self.key_normalize, core.regex)
+
+
+def attach(table: pa.Table, columns: Mapping[str, pa.Array]) -> pa.Table:
+    """Replace existing columns in place, append new ones at the end."""
+    for name, values in columns.items():
+        index = table.schema.get_field_index(name)
+        if index >= 0:
+            table = table.set_column(index, name, values)
+        else:
+            table = table.append_column(name, values)
+    return table
+
+
+def check_overwrite(feature_columns: Sequence[str], targets: Sequence[str], overwrite: bool,
+                    file: str, what: str = "columns") -> None:
+    """Refuse to replace feature columns the join would write, unless asked to."""
+    existing = [c for c in targets if c in feature_columns]
+    if existing and not overwrite:
+        raise DataError(f"refusing to overwrite existing {what} {', '.join(existing)}; "
+                        f"{enable('overwrite')}", file=file, column=existing[0])
+
+
+def gated_audit(plan: Plan, core: Core, normalizer: keymod.KeyNormalizer,
+                batches: Any) -> dict[str, Any]:
+    """Observe every slice of keys, refuse merged keys, apply the gate; the audit."""
+    tally = KeyTally()
+    for keys in batches:
+        tally.add(keys)
+        core.observe(keys)
+    normalizer.refuse_merges(plan.allow_key_merge, plan.features)
+    core.gate(tally)
+    audit = core.audit(tally)
+    audit["merged_feature_keys"] = len(normalizer.merged)
+    return audit
