@@ -66,14 +66,15 @@ def effective_mode(mode: str, column: str) -> str:
     return "basename" if any(marker in lowered for marker in PATHLIKE_MARKERS) else "raw"
 
 
-def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pd.Series:
+def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array:
     """Key values as text, one value at a time; nulls and blanks become missing.
 
     A float prints without ``.0`` when it is a whole number (``101.0`` is ``101``, as
     the integer column it was before a null made it float) and as its shortest repr
     otherwise. The rule looks at each value alone, never at its neighbours, so a value
-    has one text whichever batch or table it sits in. Text is put in Unicode NFC, so
-    a macOS (NFD) file name matches the same name typed elsewhere.
+    has one text whichever batch or table it sits in. Text is trimmed and put in
+    Unicode NFC (a macOS NFD file name matches the same name typed elsewhere), with
+    Arrow's string kernels, column-wide.
     """
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     series = series.reset_index(drop=True)
@@ -83,11 +84,17 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pd.Series:
                  & (numbers.abs() < 2.0**53)).to_numpy()
         text = numbers.astype("string").astype(object)
         text[whole] = numbers[whole].astype("int64").astype("string").astype(object)
+        array = pa.array(text.where(series.notna(), None), type=pa.string())
+    elif pd.api.types.is_integer_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype):
+        array = pc.cast(pa.array(series, from_pandas=True), pa.string())
     else:
-        text = series.astype("string").astype(object)
-    text = pd.Series(text, dtype=object).where(series.notna(), None)
-    stripped = text.str.strip().str.normalize("NFC")
-    return stripped.where(stripped.str.len() > 0, None)
+        array = pa.array(series.astype(object).where(series.notna(), None)
+                         .map(str, na_action="ignore"), type=pa.string())
+    return _blank_to_null(pc.utf8_normalize(pc.utf8_trim_whitespace(array), form="NFC"))
+
+
+def _blank_to_null(text: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
 
 
 @dataclass(frozen=True)
@@ -136,8 +143,10 @@ class KeyNormalizer:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        self._known: dict[str, str | None] = {}
-        self._owner: dict[str, str] = {}  # path-normalised key -> the first text with it
+        self._known_texts = pd.Index([], dtype=object)  # raw texts normalised so far
+        self._known_keys = np.empty(0, dtype=object)  # and their keys
+        self._owner_keys = pd.Index([], dtype=object)  # path-normalised keys seen so far
+        self._owner_texts = np.empty(0, dtype=object)  # the first text of each
         self.merged: set[str] = set()
         self.example: tuple[str, str, str] | None = None
 
@@ -145,44 +154,60 @@ class KeyNormalizer:
         raw_codes, distinct = _factorize(values)
         if not isinstance(distinct.dtype, pd.StringDtype):
             return _recode(raw_codes, self._normalize(distinct))
-        texts = distinct.tolist()
-        new = [text for text in texts if text not in self._known]
-        if new:
-            found = self._normalize(pd.Series(new, dtype=distinct.dtype))
-            self._known.update(zip(new, found.tolist(), strict=True))
-        return _recode(raw_codes, np.array([self._known[t] for t in texts], dtype=object))
+        texts = distinct.to_numpy(dtype=object, na_value=None)
+        if not len(self._known_texts):  # the first batch (or the whole table)
+            self._known_texts, self._known_keys = pd.Index(texts), self._normalize(distinct)
+            return _recode(raw_codes, self._known_keys)
+        at = self._known_texts.get_indexer(texts)
+        new = at < 0
+        if new.any():
+            self._known_keys = np.concatenate([self._known_keys,
+                                               self._normalize(distinct[new])])
+            self._known_texts = self._known_texts.append(pd.Index(texts[new]))
+            at[new] = len(self._known_texts) - int(new.sum()) + np.arange(int(new.sum()))
+        return _recode(raw_codes, self._known_keys[at])
 
     def _normalize(self, distinct: pd.Series) -> np.ndarray:
         text = as_text(distinct)
         keys = text
-        if self.mode != "raw":
-            keys = text.str.replace(r"[/\\]+$", "", regex=True) \
-                .str.replace(r"^.*[/\\]", "", regex=True)
+        if self.mode != "raw":  # RE2 kernels: basename, then stem, on both separators
+            keys = pc.replace_substring_regex(text, r"[/\\]+$", "")
+            keys = pc.replace_substring_regex(keys, r"^.*[/\\]", "")
             if self.mode == "stem":
-                keys = keys.str.replace(r"(?<=.)\.[^.]*$", "", regex=True)
-            keys = keys.str.strip()
-            keys = keys.where(keys.str.len() > 0, None)
+                keys = pc.replace_substring_regex(keys, r"^(.+)\.[^.]*$", r"\1")
+            keys = _blank_to_null(pc.utf8_trim_whitespace(keys))
             self._track_merges(text, keys)
-        if self.regex is not None:
-            keys = keys.map(_regex_picker(self.regex), na_action="ignore").str.strip()
-            keys = keys.where(keys.str.len() > 0, None)
-        return keys.to_numpy(object)
+        found = keys.to_numpy(zero_copy_only=False)
+        if self.regex is None:
+            return found
+        picked = pd.Series(found, dtype=object).map(_regex_picker(self.regex),
+                                                    na_action="ignore")
+        return _blank_to_null(pc.utf8_trim_whitespace(
+            pa.array(picked, type=pa.string(), from_pandas=True))).to_numpy(zero_copy_only=False)
 
-    def _track_merges(self, text: pd.Series, keys: pd.Series) -> None:
-        """Remember the first text of each key; a second, different text is a merge."""
-        pairs = pd.DataFrame({"text": text, "key": keys}).dropna().drop_duplicates()
-        if pairs.empty:
+    def _track_merges(self, text: pa.Array, keys: pa.Array) -> None:
+        """Remember the first text of each key; a second, different text is a merge.
+
+        Vectorised over the distinct values of a batch: the known keys are an index
+        into the texts that first had them."""
+        pairs = pa.table({"text": text, "key": keys}).drop_null() \
+            .group_by(["key", "text"], use_threads=False).aggregate([])
+        if pairs.num_rows == 0:
             return
-        first = pairs.drop_duplicates("key")
-        fresh = first[~first["key"].isin(self._owner.keys())] if self._owner else first
-        self._owner.update(zip(fresh["key"].tolist(), fresh["text"].tolist(), strict=True))
-        owner = pairs["key"].map(self._owner)
-        clash = (owner != pairs["text"]).to_numpy()
+        key = pairs.column("key").to_numpy(zero_copy_only=False)
+        texts = pairs.column("text").to_numpy(zero_copy_only=False)
+        known = self._owner_keys.get_indexer(key)
+        fresh_rows = np.flatnonzero(known < 0)
+        fresh_keys, first = np.unique(key[fresh_rows], return_index=True)
+        self._owner_keys = self._owner_keys.append(pd.Index(fresh_keys))
+        self._owner_texts = np.concatenate([self._owner_texts, texts[fresh_rows[first]]])
+        owner = self._owner_texts[self._owner_keys.get_indexer(key)]
+        clash = owner != texts
         if clash.any():
-            self.merged.update(pairs["key"][clash].tolist())
+            self.merged.update(key[clash].tolist())
             if self.example is None:
                 at = int(np.flatnonzero(clash)[0])
-                self.example = (owner.iloc[at], pairs["text"].iloc[at], pairs["key"].iloc[at])
+                self.example = (str(owner[at]), str(texts[at]), str(key[at]))
 
     def refuse_merges(self, allow: bool, file: str) -> None:
         """Fail on the first two raw keys that became one, unless merging is allowed."""

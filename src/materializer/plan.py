@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from materializer import keys as keymod
@@ -28,17 +29,23 @@ class KeyTally:
     def __init__(self) -> None:
         self.rows = 0
         self.unkeyed = 0
-        self._seen: dict[Any, None] = {}
+        self._batches: list[np.ndarray] = []
 
     def add(self, keys: keymod.KeyColumn) -> None:
         self.rows += len(keys)
         self.unkeyed += int(keys.unkeyed.sum())
-        self._seen.update(dict.fromkeys(keys.uniques.tolist()))
+        self._batches.append(keys.uniques)
+        if len(self._batches) > 64:  # bounded: fold the distinct keys now and then
+            self._batches = [self.uniques]
 
     @property
     def uniques(self) -> np.ndarray:
         """Distinct keys in order of first appearance, as in one in-memory pass."""
-        return np.array(list(self._seen), dtype=object)
+        if len(self._batches) == 1:
+            return self._batches[0]
+        if not self._batches:
+            return np.empty(0, dtype=object)
+        return np.asarray(pd.unique(np.concatenate(self._batches)), dtype=object)
 
 
 class Core(Protocol):
