@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from materializer.options import MosOptions, SecondOpinionOptions
+from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
 
 MOS = "mos-labels"
 SECOND_OPINION = "second-opinion"
@@ -56,11 +56,7 @@ class Kind:
 
     def source_path(self, written: str) -> str:
         """A source as written, without its ``LABEL=``."""
-        if not self.labelled_sources:
-            return written
-        from materializer.options import ScoreSpec
-
-        return ScoreSpec.parse(written).path
+        return ScoreSpec.parse(written).path if self.labelled_sources else written
 
     def join_function(self) -> Any:
         module, function = self.join.split(":")

@@ -48,6 +48,7 @@ class LabelSet:
     types: dict[str, pa.DataType] = field(default_factory=dict)
     _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
     _index: pd.Index | None = field(default=None, repr=False)
+    _last: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def index(self) -> pd.Index:
@@ -65,7 +66,14 @@ class LabelSet:
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
         """The label row of each distinct feature key, -1 where there is none."""
-        return self.index.get_indexer(keys.uniques)
+        return self.rows_of(keys.uniques)
+
+    def rows_of(self, uniques: np.ndarray) -> np.ndarray:
+        """``positions`` for an array of distinct keys. The in-memory join asks three
+        times for the same array (count, gate, columns): the lookup runs once."""
+        if self._last is None or self._last[0] is not uniques:
+            self._last = (uniques, self.index.get_indexer(uniques))
+        return self._last[1]
 
 
 def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
@@ -363,7 +371,7 @@ class LabelJoin:
 
     def gate(self, tally: Any) -> None:
         uniques = tally.uniques
-        self.coverage = coverage_of(uniques, self.labels.index.get_indexer(uniques) >= 0,
+        self.coverage = coverage_of(uniques, self.labels.rows_of(uniques) >= 0,
                                     unkeyed_rows=tally.unkeyed, matched_rows=self.matched_rows,
                                     input_rows=tally.rows)
         gate(self.coverage, self.options.min_match_rate, self.features)

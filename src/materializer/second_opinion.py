@@ -100,29 +100,41 @@ def _field_per_competitor(levels: Sequence[pd.DataFrame], candidates: Sequence[s
     chosen: dict[str, str] = {}
     for name in pd.unique(competitor.dropna()):
         rows = (competitor == name).to_numpy()
-        for level, where in zip(levels, ("", "summary."), strict=False):
-            column = next((c for c in (candidate if exact else keymod.find_column(
-                list(level.columns), (candidate,)) for candidate in candidates)
-                if c in level.columns and level[c][rows].notna().any()), None)
-            if column is not None:
-                values[rows] = level[column][rows].astype(object)
-                chosen[name] = f"{where}{column}"
-                break
+        found = _filled_field(levels, candidates, exact, rows)
+        if found is not None:
+            level, column = found
+            values[rows] = levels[level][column][rows].astype(object)
+            chosen[name] = f"{('', 'summary.')[level]}{column}"
     return values, chosen
 
 
-def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str) -> pd.Series:
-    """Present values as floats; a present value that is not a finite number fails."""
+def _filled_field(levels: Sequence[pd.DataFrame], candidates: Sequence[str], exact: bool,
+                  rows: np.ndarray | slice = slice(None)) -> tuple[int, str] | None:
+    """The first candidate field (in the row, then in ``summary``) that any of ``rows``
+    fills, as (level, column): the one rule for choosing a key, score or frame field."""
+    for level, frame in enumerate(levels):
+        for candidate in candidates:
+            column = candidate if exact else keymod.find_column(list(frame.columns),
+                                                                (candidate,))
+            if column in frame.columns and frame[column][rows].notna().any():
+                return level, column
+    return None
+
+
+def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str,
+             at_least_zero: bool = False) -> pd.Series:
+    """Present values as floats; a present value that is not a finite number (or, with
+    ``at_least_zero``, a negative one, such as a runtime) fails."""
     present = values.notna()
     is_bool = values.map(lambda v: isinstance(v, bool), na_action="ignore").fillna(False)
     numbers = pd.to_numeric(values.where(~is_bool.astype(bool), "bool"), errors="coerce")
     finite = numbers.astype("float64")
     bad = present & ~np.isfinite(finite)
-    if what.endswith("runtime"):
+    if at_least_zero:
         bad |= present & (finite < 0)
     if bad.any():
         row = bad.to_numpy().nonzero()[0][0]
-        limit = "a finite number" if what.endswith("score") else "a finite number >= 0"
+        limit = "a finite number >= 0" if at_least_zero else "a finite number"
         raise DataError(f"{what} {values.iloc[row]!r} is not {limit}", file=file,
                         key=None if pd.isna(keys.iloc[row]) else str(keys.iloc[row]))
     return numbers.astype("float64")
@@ -146,17 +158,15 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
     per_frame = pd.DataFrame.from_records(exploded.tolist())
     per_frame.index = exploded.index
     candidates = (options.score_field,) if options.score_field else SCORE_CANDIDATES
-    names = [c if options.score_field else keymod.find_column(list(per_frame.columns), (c,))
-             for c in candidates]
-    column = next((c for c in names if c in per_frame.columns and per_frame[c].notna().any()),
-                  None)
-    score = per_frame[column] if column else pd.Series(np.nan, index=per_frame.index)
+    found = _filled_field([per_frame], candidates, bool(options.score_field))
+    score = per_frame[found[1]] if found else pd.Series(np.nan, index=per_frame.index)
     if score.isna().any():
         row = score.index[score.isna().to_numpy()][0]
         raise DataError("a frames[] entry has no score field", file=file, key=str(keys.loc[row]))
     score = _numbers(score, keys.reindex(score.index), file, "frame score")
     runtime, _ = _first([per_frame], RUNTIME_CANDIDATES)
-    runtime = _numbers(runtime, keys.reindex(runtime.index), file, "frame runtime")
+    runtime = _numbers(runtime, keys.reindex(runtime.index), file, "frame runtime",
+                       at_least_zero=True)
     grouped = score.groupby(level=0)
     return (grouped.mean().reindex(frame.index), grouped.count().reindex(frame.index)
             .fillna(0).astype("int64"), runtime.groupby(level=0).sum(min_count=1)
@@ -197,7 +207,8 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
     score = score.where(~from_frames, frame_mean)
     frames = frame_count.where(from_frames, 0).astype("int64")
     runtime, _ = _first(levels, RUNTIME_CANDIDATES)
-    runtime = _numbers(runtime, keys, spec.path, "runtime").fillna(frame_runtime)
+    runtime = _numbers(runtime, keys, spec.path, "runtime", at_least_zero=True) \
+        .fillna(frame_runtime)
     status_raw, _ = _first(levels, ("status",))
     status_text = status_raw.map(lambda v: str(v).strip().lower(), na_action="ignore").fillna("")
     ok = status_text.isin(OK_STATUSES).to_numpy()
@@ -223,17 +234,15 @@ def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str],
                 options: SecondOpinionOptions, file: str) -> pd.Series:
     """The key field, chosen once per file like the score: the first candidate (row,
     then ``summary``) that any row fills; a row that leaves it empty has no key."""
-    for level in levels:
-        for candidate in key_fields:
-            column = candidate if options.score_key_field else \
-                keymod.find_column(list(level.columns), (candidate,))
-            if column is None or column not in level.columns or level[column].isna().all():
-                continue
-            normalizer = keymod.KeyNormalizer(column, options.key_normalize, None)
-            keys = normalizer(level[column]).to_series(level.index)
-            normalizer.refuse_merges(options.allow_key_merge, file)
-            return keys
-    raise DataError(f"score rows have no key field; {ask_for('score_key_field')}", file=file)
+    found = _filled_field(levels, key_fields, bool(options.score_key_field))
+    if found is None:
+        raise DataError(f"score rows have no key field; {ask_for('score_key_field')}",
+                        file=file)
+    level, column = found
+    normalizer = keymod.KeyNormalizer(column, options.key_normalize, None)
+    keys = normalizer(levels[level][column]).to_series(levels[level].index)
+    normalizer.refuse_merges(options.allow_key_merge, file)
+    return keys
 
 
 def _check_duplicates(records: pd.DataFrame) -> None:
@@ -273,10 +282,16 @@ class _Competitor:
         self.index = pd.Index(self.records["key"])
         self.status = self.records["status"].to_numpy(object)
         self.rows = {"ok": 0, "bad": 0, "missing": 0}
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
-        """The record of each feature row, -1 where there is none (or no key)."""
-        per_key = self.index.get_indexer(keys.uniques)
+        """The record of each feature row, -1 where there is none (or no key).
+
+        The in-memory join asks twice for the same keys (count, then columns): the
+        lookup of the distinct keys runs once."""
+        if self._last is None or self._last[0] is not keys.uniques:
+            self._last = (keys.uniques, self.index.get_indexer(keys.uniques))
+        per_key = self._last[1]
         positions = np.full(len(keys), -1, dtype=np.intp)
         keyed = ~keys.unkeyed
         positions[keyed] = per_key[keys.codes[keyed]]
