@@ -321,3 +321,16 @@ def test_gate_without_thresholds_or_on_real_figures(agreement: dict) -> None:
     assert gate_failures(agreement, {"niqe": 0.6}, None) == [
         f"competitor 'niqe': |srcc| {abs(agreement['niqe']['srcc']):.3f} "
         "below min_abs_srcc 0.600"]
+
+
+def test_intervals_do_not_depend_on_how_many_resamples_are_held_at_once(
+        niqe_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory is bounded by drawing resamples in blocks; the stream, and so every
+    interval, is the same whatever the block size."""
+    import materializer.agreement as agreement
+
+    rows = niqe_rows.iloc[:200]
+    whole = competitor_agreement(rows["niqe"].to_numpy(), rows["mos"].to_numpy())
+    monkeypatch.setattr(agreement, "BLOCK_CELLS", 7 * 200)  # 7 resamples per block
+    blocked = competitor_agreement(rows["niqe"].to_numpy(), rows["mos"].to_numpy())
+    assert blocked == whole and whole["srcc_ci95"] is not None

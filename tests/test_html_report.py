@@ -46,8 +46,8 @@ def test_report_builds_for_the_example_with_every_figure(example: Path) -> None:
     results = embedded(report, "results")
     names = {Path(path).name: item for path, item in results.items()}
     assert {"summary.html", "match-rate.png", "konvid-1k.mos.png", "live-vqc.mos.png",
-            "rapique-inlsa.png", "viideo.png", "konvid-1k.html",
-            "konvid-1k-inlsa.html"} <= set(names)
+            "niqe.png", "viideo.png", "konvid-1k.html", "konvid-1k-niqe.html",
+            "konvid-1k-niqe.agreement.html", "live-vqc-viideo.agreement.html"} <= set(names)
     assert names["konvid-1k.mos.png"]["labels"] == {"table": "konvid-1k",
                                                      "figure": "mos histogram"}
     assert names["viideo.png"]["labels"] == {"table": "live-vqc-viideo",
@@ -55,24 +55,35 @@ def test_report_builds_for_the_example_with_every_figure(example: Path) -> None:
     assert "0 missing labels" in names["konvid-1k.mos.png"]["caption"]
     caption = names["viideo.png"]["caption"]
     assert "Spearman" in caption and "Pearson" in caption
+    assert names["konvid-1k-niqe.agreement.html"]["labels"] == {
+        "table": "konvid-1k-niqe", "figure": "agreement with MOS"}
+    assert "pairwise-srcc.png" not in names  # one scorer per table: nothing to pair
     assert set(embedded(report, "categories")) == {"Summary", "MOS labels", "Second opinion",
-                                                  "Tables"}
+                                                  "Agreement", "Tables"}
     front = embedded(report, "workflow-desc")
     assert TITLE in front and 'id="vq-status"' in front
-    for table in ("konvid-1k", "live-vqc", "konvid-1k-inlsa", "live-vqc-viideo"):
+    for table in ("konvid-1k", "live-vqc", "konvid-1k-niqe", "live-vqc-viideo"):
         assert f"<b>{table}</b>" in front
     assert "sha256" in front and "snakemake 9." in front  # provenance summary
 
 
 def test_example_scatter_correlations_match_a_direct_computation(example: Path) -> None:
     import pandas as pd
+    from scipy.stats import pearsonr, spearmanr
 
-    table = pd.read_json(example / "results" / "second-opinion" / "live-vqc.jsonl", lines=True)
-    x, y = plots.paired(table, "mos", "second_opinion_viideo_score")
-    caption = (example / "results" / "reports" / "plots" / "second-opinion" /
-               "live-vqc-viideo" / "scatters" / "viideo.html").read_text(encoding="utf-8")
-    assert f"Spearman &rho; = {plots.spearman(x, y):+.3f}" in caption
-    assert f"Pearson r = {np.corrcoef(x, y)[0, 1]:+.3f}" in caption
+    for table_id, out, name in (("live-vqc-viideo", "live-vqc.jsonl", "viideo"),
+                                ("konvid-1k-niqe", "konvid-1k.parquet", "niqe")):
+        path = example / "results" / "second-opinion" / out
+        table = pd.read_json(path, lines=True) if out.endswith(".jsonl") \
+            else pd.read_parquet(path)
+        x, y = plots.ok_pairs(table, f"second_opinion_{name}_score",
+                              f"second_opinion_{name}_status", "mos")
+        caption = (example / "results" / "reports" / "plots" / "second-opinion" / table_id /
+                   "scatters" / f"{name}.html").read_text(encoding="utf-8")
+        assert f"over {len(x)} rows with status ok" in caption
+        assert f"Spearman &rho; = {spearmanr(x, y)[0]:+.3f}" in caption
+        assert f"Pearson r = {pearsonr(x, y)[0]:+.3f}" in caption
+    assert "Spearman &rho; = -0.537" in caption  # NIQE on KoNViD-1k, a real scorer
 
 
 def test_complete_example_has_nothing_to_do_and_one_table_replots_alone(example: Path,
@@ -86,7 +97,7 @@ def test_complete_example_has_nothing_to_do_and_one_table_replots_alone(example:
     planned = planned_rules(ok(snakemake(copy, "-n", snakefile=None)))
     assert {"plot_mos_labels__live-vqc", "plot_second_opinion__live-vqc-viideo",
             "plot_summary", "plot_match_rate"} <= planned
-    assert not {"plot_mos_labels__konvid-1k", "plot_second_opinion__konvid-1k-inlsa"} & planned
+    assert not {"plot_mos_labels__konvid-1k", "plot_second_opinion__konvid-1k-niqe"} & planned
 
 
 def test_report_plots_false_plans_no_per_table_figures(tmp_path: Path) -> None:
@@ -174,6 +185,9 @@ def test_report_renders_in_headless_chromium(example: Path, tmp_path: Path) -> N
     assert f'<h1 class="title">{TITLE}</h1>' in dom.stdout
     assert '<table class="vq-status" id="vq-status">' in dom.stdout
     assert '<tr class="ok"><td><b>konvid-1k</b></td>' in dom.stdout
+    # The agreement of each second opinion with MOS, as a table on the front page.
+    assert '<table class="vq-status vq-agreement" id="vq-agreement">' in dom.stdout
+    assert "<td>konvid-1k-niqe</td><td><b>niqe</b></td>" in dom.stdout
 
     shot = tmp_path / "report.png"
     done = chromium("--virtual-time-budget=10000", f"--screenshot={shot}",
@@ -188,33 +202,22 @@ def test_report_renders_in_headless_chromium(example: Path, tmp_path: Path) -> N
     assert len(colours) > 50  # text, tables and the rule graph, not a blank page
 
 
-def test_spearman_is_pearson_of_ranks_with_ties_averaged() -> None:
-    x = [1.0, 2.0, 2.0, 3.0, 10.0]
-    y = [2.0, 4.0, 5.0, 6.0, 7.0]
-    assert plots.ranks(x).tolist() == [1.0, 2.5, 2.5, 4.0, 5.0]
-    assert plots.spearman(x, y) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4, 5],
-                                                             [1, 2, 3, 4, 5])[0, 1])
-    assert plots.spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
-    assert plots.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
-    assert plots.pearson([1, 1, 1], [1, 2, 3]) is None
-    assert plots.spearman([1.0], [2.0]) is None
-
-
-def test_scatters_only_when_the_table_has_mos(tmp_path: Path) -> None:
+def test_scatters_only_when_the_audit_has_an_agreement_block(tmp_path: Path) -> None:
+    figures = {"n": 2, "srcc": None, "note": "fewer than 3 rows: no correlations"}
     audit = {"output_rows": 3, "competitors": {"dover": {"column_prefix": "so_dover",
-                                                         "matched_rows": 3}}}
-    (tmp_path / "audit.json").write_text(json.dumps(audit), encoding="utf-8")
-    (tmp_path / "with.csv").write_text("k,mos,so_dover_score\na,1,0.1\nb,2,0.3\nc,3,\n",
-                                       encoding="utf-8")
-    (tmp_path / "without.csv").write_text("k,so_dover_score\na,0.1\n", encoding="utf-8")
-    assert plots.competitor_scatters("t", str(tmp_path / "with.csv"),
-                                     str(tmp_path / "audit.json"), str(tmp_path / "a")) \
-        == ["dover"]
+                                                         "matched_rows": 2}}}
+    (tmp_path / "without.json").write_text(json.dumps(audit), encoding="utf-8")
+    audit["agreement"] = {"mos_column": "mos", "competitors": {"dover": figures}}
+    (tmp_path / "with.json").write_text(json.dumps(audit), encoding="utf-8")
+    (tmp_path / "t.csv").write_text("k,mos,so_dover_score,so_dover_status\na,1,0.1,ok\n"
+                                    "b,2,0.3,ok\nc,3,,missing\n", encoding="utf-8")
+    assert plots.competitor_scatters("t", str(tmp_path / "t.csv"), str(tmp_path / "with.json"),
+                                     str(tmp_path / "a")) == ["dover"]
     caption = (tmp_path / "a" / "dover.html").read_text(encoding="utf-8")
-    assert "over 2 rows with both" in caption and "Pearson r = +1.000" in caption
+    assert "over 2 rows with status ok" in caption and "Spearman &rho; = n/a" in caption
     assert (tmp_path / "a" / "dover.png").read_bytes()[:4] == b"\x89PNG"
-    assert plots.competitor_scatters("t", str(tmp_path / "without.csv"),
-                                     str(tmp_path / "audit.json"), str(tmp_path / "b")) == []
+    assert plots.competitor_scatters("t", str(tmp_path / "t.csv"),
+                                     str(tmp_path / "without.json"), str(tmp_path / "b")) == []
     assert list((tmp_path / "b").iterdir()) == []
 
 

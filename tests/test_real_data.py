@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -15,20 +14,21 @@ needs_shared = pytest.mark.skipif(not SHARED_REAL.is_dir(),
                                   reason="../shared/data/real is not present")
 
 
-def _labels_txt_to_csv(source: Path, target: Path) -> None:
-    """DOVER's headerless ', '-separated labels.txt as a CSV with a header."""
-    rows = [line.split(", ") for line in source.read_text().splitlines() if line.strip()]
-    with open(target, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "duration_s", "fps", "mos"])
-        writer.writerows(rows)
+LABELS_TXT = {"sep": ", ", "header": False, "names": ["path", "duration_s", "fps", "mos"]}
+"""DOVER's headerless ', '-separated labels.txt, read as published."""
+
+
+def _labels_txt(path: Path) -> str:
+    return json.dumps({"path": str(path), "read": LABELS_TXT})
 
 
 @needs_shared
 def test_konvid_qalign_labels_onto_videval_features(tmp_path: Path, mos) -> None:
-    shutil.copy(SHARED_REAL / "konvid-1k/KONVID_1K_VIDEVAL_feats.derived.csv", tmp_path)
     shutil.copy(SHARED_REAL / "konvid-1k/konvid.json", tmp_path)
-    done = mos("--features", "KONVID_1K_VIDEVAL_feats.derived.csv", "--labels", "konvid.json",
+    features = {"path": str(SHARED_REAL / "konvid-1k/KONVID_1K_VIDEVAL_feats.mat"),
+                "align_to": {"path": str(TEST_DATA / "KONVID_1K_metadata.csv"),
+                             "key_column": "flickr_id"}}
+    done = mos("--features", json.dumps(features), "--labels", "konvid.json",
                "--feature-key-column", "flickr_id", "--label-key-column", "img_path",
                "--label-mos-column", "gt_score", "--key-normalize", "stem",
                "--min-match-rate", "1", "--out", "konvid.parquet", "--audit-json", "a.json")
@@ -40,16 +40,16 @@ def test_konvid_qalign_labels_onto_videval_features(tmp_path: Path, mos) -> None
     # Q-Align's gt_score is the corpus MOS: it must agree with VIDEVAL's metadata.
     merged = out.merge(meta, on="flickr_id", suffixes=("", "_meta"))
     assert (merged["mos"] - merged["mos_meta"]).abs().max() < 1e-6
-    assert out.columns[:61].tolist() == pd.read_csv(
-        tmp_path / "KONVID_1K_VIDEVAL_feats.derived.csv", nrows=0).columns.tolist()
+    assert out.columns[:61].tolist() == [*(f"feats_mat_{i}" for i in range(1, 61)),
+                                         "flickr_id"]
 
 
 @needs_shared
 def test_live_vqc_0_100_dover_labels_need_a_regex(tmp_path: Path, mos) -> None:
-    _labels_txt_to_csv(SHARED_REAL / "live-vqc/labels.txt", tmp_path / "dover_labels.csv")
     shutil.copy(TEST_DATA / "LIVE_VQC_metadata.csv", tmp_path)
     common = ("--features", "LIVE_VQC_metadata.csv", "--feature-key-column", "File",
-              "--labels", "dover_labels.csv", "--key-normalize", "stem")
+              "--labels", _labels_txt(SHARED_REAL / "live-vqc/labels.txt"),
+              "--key-normalize", "stem")
     plain = mos(*common, "--out", "plain.parquet", "--audit-json", "plain.json",
                 "--min-match-rate", "0.9")
     assert plain.returncode == 0, plain.stderr
@@ -67,11 +67,15 @@ def test_live_vqc_0_100_dover_labels_need_a_regex(tmp_path: Path, mos) -> None:
 
 @needs_shared
 def test_dover_konvid_predictions_as_second_opinion(tmp_path: Path, second_opinion) -> None:
-    shutil.copy(SHARED_REAL / "dover-predictions/val-kv1k.derived.csv", tmp_path)
     shutil.copy(TEST_DATA / "KONVID_1K_metadata.csv", tmp_path)
+    # DOVER's pickled predictions, in the order of the labels.txt its config names.
+    scores = {"label": "dover-technical",
+              "path": str(SHARED_REAL / "dover-predictions/val-kv1k.pkl"),
+              "align_to": {"path": str(SHARED_REAL / "konvid-1k/labels.txt"),
+                           "read": LABELS_TXT, "key_column": "path"}}
     done = second_opinion("--features", "KONVID_1K_metadata.csv", "--key-column", "flickr_id",
-                          "--scores", "dover-technical=val-kv1k.derived.csv",
-                          "--score-field", "dover_technical_raw", "--key-normalize", "stem",
+                          "--scores", json.dumps(scores),
+                          "--score-field", "fragments", "--key-normalize", "stem",
                           "--missing-policy", "fail", "--out", "o.parquet",
                           "--audit-json", "a.json")
     assert done.returncode == 0, done.stderr

@@ -10,8 +10,9 @@ parse time, which must stay light.
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -25,10 +26,18 @@ MIN_CV_ROWS = 10
 Threshold = float | Mapping[str, float] | None
 
 
+_QUIET_LOCK = threading.RLock()
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Keep scipy's and numpy's warnings on degenerate input from reaching the caller."""
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
+    """Keep scipy's and numpy's warnings on degenerate input from reaching the caller.
+
+    ``catch_warnings`` swaps process-wide filters, and workflow table jobs run as threads
+    of one process: two overlapping blocks would restore each other's filters (warnings
+    leaking, or silenced for good), so the blocks take turns.
+    """
+    with _QUIET_LOCK, warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         yield
 
@@ -49,7 +58,7 @@ def _finite_pairs(scores: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.n
     return x[keep], y[keep]
 
 
-def _logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+def logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """VQEG four-parameter logistic; |b4| keeps the slope scale positive."""
     return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
 
@@ -59,10 +68,10 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray
     from scipy.optimize import curve_fit
 
     try:
-        params, _ = curve_fit(_logistic, x, y, p0=start)
+        params, _ = curve_fit(logistic, x, y, p0=start)
     except (RuntimeError, ValueError, TypeError, FloatingPointError):
         return None
-    fitted = _logistic(x, *params)
+    fitted = logistic(x, *params)
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(fitted)) and np.ptp(fitted) > 0):
         return None
     return params
@@ -91,9 +100,18 @@ def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def _resamples(n: int) -> np.ndarray:
-    """Bootstrap row indices, one resample per row; same stream as n-sized draws in turn."""
-    return np.random.default_rng(0).integers(0, n, (BOOTSTRAP_RESAMPLES, n))
+BLOCK_CELLS = 1 << 21
+"""Resampled values held at once (16 MiB of float64 per array), whatever the row count."""
+
+
+def _resamples(n: int) -> Iterator[np.ndarray]:
+    """Bootstrap row indices in blocks of resamples, one resample per row. Drawn from one
+    generator in turn, so the stream (and the interval) does not depend on the block size,
+    while memory stays bounded for a table of a million rows."""
+    rng = np.random.default_rng(0)
+    per_block = max(1, BLOCK_CELLS // n)
+    for start in range(0, BOOTSTRAP_RESAMPLES, per_block):
+        yield rng.integers(0, n, (min(per_block, BOOTSTRAP_RESAMPLES - start), n))
 
 
 def _interval(values: np.ndarray) -> list[float] | None:
@@ -105,32 +123,38 @@ def _interval(values: np.ndarray) -> list[float] | None:
     return [float(low), float(high)]
 
 
-def _bootstrap_srcc(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> list[float] | None:
-    """srcc interval: rank every resample at once, then a row-wise Pearson of the ranks.
+def _bootstrap_srcc(x: np.ndarray, y: np.ndarray) -> list[float] | None:
+    """srcc interval: rank a block of resamples at once, then a row-wise Pearson of ranks.
 
     Resamples that drew a constant side are skipped (tested exactly, not by rounding noise).
     """
     from scipy.stats import rankdata
 
-    xs, ys = x[idx], y[idx]
-    defined = (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
-    return _interval(_rowwise_pearson(rankdata(xs[defined], axis=1),
-                                      rankdata(ys[defined], axis=1)))
+    values = []
+    for idx in _resamples(x.size):
+        xs, ys = x[idx], y[idx]
+        defined = (np.ptp(xs, axis=1) > 0) & (np.ptp(ys, axis=1) > 0)
+        values.append(_rowwise_pearson(rankdata(xs[defined], axis=1),
+                                       rankdata(ys[defined], axis=1)))
+    return _interval(np.concatenate(values))
 
 
-def _bootstrap_plcc_logistic(x: np.ndarray, y: np.ndarray, idx: np.ndarray,
+def _bootstrap_plcc_logistic(x: np.ndarray, y: np.ndarray,
                              params: np.ndarray) -> list[float] | None:
     """plcc_logistic interval: each resample refits, warm-started from the full-sample fit.
 
     Only the fits loop (curve_fit takes one problem at a time); mapping and Pearson run on
     all resamples at once. Resamples whose fit fails or whose MOS is constant are skipped.
     """
-    xs, ys = x[idx], y[idx]
-    refits = np.array([_refit(xs[i], ys[i], params) for i in range(len(idx))])
-    fitted = _logistic(xs, *(column[:, None] for column in refits.T))
-    defined = (np.isfinite(refits).all(axis=1) & (np.ptp(ys, axis=1) > 0)
-               & np.isfinite(fitted).all(axis=1) & (np.ptp(fitted, axis=1) > 0))
-    return _interval(_rowwise_pearson(fitted[defined], ys[defined]))
+    values = []
+    for idx in _resamples(x.size):
+        xs, ys = x[idx], y[idx]
+        refits = np.array([_refit(xs[i], ys[i], params) for i in range(len(idx))])
+        fitted = logistic(xs, *(column[:, None] for column in refits.T))
+        defined = (np.isfinite(refits).all(axis=1) & (np.ptp(ys, axis=1) > 0)
+                   & np.isfinite(fitted).all(axis=1) & (np.ptp(fitted, axis=1) > 0))
+        values.append(_rowwise_pearson(fitted[defined], ys[defined]))
+    return _interval(np.concatenate(values))
 
 
 def _refit(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -157,24 +181,24 @@ def _why_no_correlations(x: np.ndarray, y: np.ndarray) -> str | None:
     return None
 
 
-def _correlations(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict:
+def _correlations(x: np.ndarray, y: np.ndarray) -> dict:
     """Rank and raw Pearson correlations with the srcc bootstrap interval."""
     from scipy.stats import kendalltau, spearmanr
 
     return {"srcc": _number(spearmanr(x, y)[0]), "krcc": _number(kendalltau(x, y)[0]),
-            "plcc": _number(_pearson(x, y)), "srcc_ci95": _bootstrap_srcc(x, y, idx)}
+            "plcc": _number(_pearson(x, y)), "srcc_ci95": _bootstrap_srcc(x, y)}
 
 
-def _logistic_figures(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> dict | None:
+def _logistic_figures(x: np.ndarray, y: np.ndarray) -> dict | None:
     """Figures after the logistic mapping, or None when the fit does not converge."""
     params = _fit_logistic(x, y, _logistic_start(x, y))
     if params is None:
         return None
-    fitted = _logistic(x, *params)
+    fitted = logistic(x, *params)
     return {"plcc_logistic": _number(_pearson(fitted, y)),
             "rmse_logistic": _number(np.sqrt(np.mean((y - fitted) ** 2))),
             "logistic_params": [float(p) for p in params], "logistic_converged": True,
-            "plcc_logistic_ci95": _bootstrap_plcc_logistic(x, y, idx, params)}
+            "plcc_logistic_ci95": _bootstrap_plcc_logistic(x, y, params)}
 
 
 def competitor_agreement(scores: np.ndarray, mos: np.ndarray) -> dict:
@@ -189,12 +213,11 @@ def competitor_agreement(scores: np.ndarray, mos: np.ndarray) -> dict:
         figures = _empty_figures(int(x.size), why)
         if why is not None:
             return figures
-        idx = _resamples(x.size)
-        figures.update(_correlations(x, y, idx))
+        figures.update(_correlations(x, y))
         if x.size < MIN_LOGISTIC_ROWS:
             figures["note"] = f"fewer than {MIN_LOGISTIC_ROWS} rows: no logistic fit"
             return figures
-        logistic = _logistic_figures(x, y, idx)
+        logistic = _logistic_figures(x, y)
         if logistic is None:
             figures["note"] = "logistic fit did not converge: no logistic figures"
             return figures
@@ -333,14 +356,16 @@ def _gated_names(agreement: Mapping[str, Mapping], thresholds: list[Threshold]) 
 
 
 def gate_failures(agreement: Mapping[str, Mapping], min_abs_srcc: Threshold,
-                  min_abs_plcc_logistic: Threshold) -> list[str]:
+                  min_abs_plcc_logistic: Threshold,
+                  named: Callable[[str], str] = str) -> list[str]:
     """Messages for competitors whose agreement falls below a configured floor.
 
     ``agreement`` maps competitor name to its competitor_agreement figures; a threshold is
-    None (no gate), one number for everyone, or a mapping {name: number}.
+    None (no gate), one number for everyone, or a mapping {name: number}. ``named`` shows
+    an option as the user gave it (``--min-abs-srcc`` on the command line).
     """
-    gates = [("srcc", "min_abs_srcc", min_abs_srcc),
-             ("plcc_logistic", "min_abs_plcc_logistic", min_abs_plcc_logistic)]
+    gates = [("srcc", named("min_abs_srcc"), min_abs_srcc),
+             ("plcc_logistic", named("min_abs_plcc_logistic"), min_abs_plcc_logistic)]
     messages = (_gate_message(name, agreement.get(name), figure, option, limit)
                 for name in _gated_names(agreement, [min_abs_srcc, min_abs_plcc_logistic])
                 for figure, option, threshold in gates

@@ -110,8 +110,8 @@ def table_entry(table: Table, outcome: Outcome) -> dict[str, Any]:
     """One ``tables[]`` entry: paths as written, config as the manifest set it."""
     entry: dict[str, Any] = {
         "id": table.id,
-        "features": table.features,
-        SOURCE_FIELD[table.kind]: list(table.sources),
+        "features": table.feature_source.written,
+        SOURCE_FIELD[table.kind]: [s.written for s in table.sources],
         "out": table.out,
         "audit_json": table.audit_json,
         "config": dict(table.config),
@@ -121,6 +121,8 @@ def table_entry(table: Table, outcome: Outcome) -> dict[str, Any]:
         audit = outcome.audit or {}
         entry["summary"] = {name: audit.get(name)
                             for name in KINDS[table.kind].table_summary_fields}
+        if "agreement" in audit:
+            entry["agreement"] = audit["agreement"]
     else:
         entry["error"] = outcome.error
     return entry
@@ -166,7 +168,51 @@ def render_markdown(report: Mapping[str, Any], kind: str) -> str:
             rows_out = str(s["output_rows"]) if s else "-"
             lines.append(f"| {t['id']} | {t['status']} | {rows_in} | {rows_out} | "
                          f"`{t['out']}` |")
+        lines += _agreement_markdown(report["tables"])
     return "\n".join(lines) + "\n"
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def _interval(values: Sequence[float] | None) -> str:
+    return "-" if values is None else f"[{values[0]:+.3f}, {values[1]:+.3f}]"
+
+
+def _cell(text: Any) -> str:
+    """Text for a Markdown table cell (a ``|`` would split it)."""
+    return "-" if text is None else str(text).replace("|", "\\|")
+
+
+def _agreement_markdown(tables: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Agreement with MOS per table and competitor, then what combining them gains;
+    nothing for a batch without an agreement block (its report stays as it was)."""
+    blocks = [(t["id"], t["agreement"]) for t in tables if t.get("agreement")]
+    if not blocks:
+        return []
+    lines = ["", "## Agreement with MOS", "",
+             "| Table | Competitor | n | SRCC | SRCC 95% CI | KRCC | PLCC | PLCC (logistic) "
+             "| RMSE (logistic) | Note |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for table_id, block in blocks:
+        for name, f in block["competitors"].items():
+            lines.append(
+                f"| {table_id} | {_cell(name)} | {f['n']} | {_figure(f['srcc'])} | "
+                f"{_interval(f['srcc_ci95'])} | {_figure(f['krcc'])} | {_figure(f['plcc'])} | "
+                f"{_figure(f['plcc_logistic'])} | "
+                f"{'-' if f['rmse_logistic'] is None else format(f['rmse_logistic'], '.3f')} "
+                f"| {_cell(f['note'])} |")
+    lines += ["", "| Table | MOS column | Intersection rows | Best single | Best single CV SRCC "
+              "| Combined CV SRCC | Gain | Note |",
+              "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+    for table_id, block in blocks:
+        i = block["intersection"]
+        lines.append(f"| {table_id} | `{block['mos_column']}` | {i['intersection_rows']} | "
+                     f"{_cell(i['best_single'])} | {_figure(i['best_single_cv_srcc'])} | "
+                     f"{_figure(i['combined_cv_srcc'])} | {_figure(i['gain'])} | "
+                     f"{_cell(i['note'])} |")
+    return lines
 
 
 class _Describer:

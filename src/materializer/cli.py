@@ -7,6 +7,7 @@ stderr; unexpected ones keep their traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,47 @@ def _rate(text: str) -> float:
     return value
 
 
+def _bounds(text: str) -> list[float]:
+    low, sep, high = text.partition(",")
+    try:
+        if not sep:
+            raise ValueError
+        return [float(low), float(high)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not LOW,HIGH (two numbers): {text!r}") from None
+
+
+def _threshold(text: str) -> float | dict[str, float]:
+    """``0.5`` for every competitor, ``a=0.5,b=0.3`` or ``{"a": 0.5}`` per competitor (the
+    range is checked with the options, so a flag and a manifest read the same message)."""
+    try:
+        if text.lstrip().startswith("{"):
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if "=" not in text:
+            return float(text)
+        pairs = [item.rpartition("=") for item in text.split(",")]
+        if any(not name.strip() or not sep for name, sep, _ in pairs):
+            raise ValueError
+        return {name.strip(): float(limit) for name, _, limit in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not NUMBER, NAME=NUMBER[,NAME=NUMBER...] or a JSON object: {text!r}") from None
+
+
+SOURCE_EPILOG = (
+    "A table may be given as a JSON object instead of a path (a value that starts with '{' "
+    "is one): {\"path\": ..., \"read\": {...}, \"align_to\": {...}}, plus \"label\" for "
+    "a score file. Its keys (how a file is parsed: MATLAB, Excel, delimited text, arrays; "
+    "rows matched by position) are documented in config/README.md, section \"Sources\".")
+
+PARSERS = {"rate": _rate, "bounds": _bounds, "threshold": _threshold}
+"""How a flag's text becomes an option value, by option type (the rest stay text)."""
+METAVARS = {"bounds": "LOW,HIGH"}
+
+
 def add_option_flags(parser: argparse.ArgumentParser, options: type[Any]) -> None:
     """One flag per declared option (``--min-match-rate`` for ``min_match_rate``), with its
     default, choices and help from the declaration: nothing here to keep in step."""
@@ -38,19 +80,21 @@ def add_option_flags(parser: argparse.ArgumentParser, options: type[Any]) -> Non
             parser.add_argument(flag, action="store_true", help=meta["help"])
         else:
             parser.add_argument(flag, default=field.default, help=meta["help"],
-                                type=_rate if meta["type"] == "rate" else str,
+                                type=PARSERS.get(meta["type"], str),
+                                metavar=METAVARS.get(meta["type"]),
                                 choices=meta["choices"] or None)
 
 
 def parser(kind: Kind) -> argparse.ArgumentParser:
     """A kind's command: its paths, then one flag per declared option."""
     parser = argparse.ArgumentParser(
-        prog=kind.command, description=kind.description,
+        prog=kind.command, description=kind.description, epilog=SOURCE_EPILOG,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--features", required=True, help="feature table")
+    parser.add_argument("--features", required=True, help="feature table (PATH or a JSON "
+                        "source object)")
     parser.add_argument(f"--{kind.sources}", required=True, action="append",
-                        metavar="[LABEL=]PATH" if kind.labelled_sources else None,
+                        metavar="[LABEL=]PATH|JSON" if kind.labelled_sources else "PATH|JSON",
                         help=kind.source_help)
     parser.add_argument("--out", required=True, help="output table (format by extension)")
     parser.add_argument("--audit-json", help="audit JSON path")

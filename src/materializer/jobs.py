@@ -30,8 +30,9 @@ from typing import Any, TextIO
 from materializer import paths
 from materializer.errors import MaterializeError
 from materializer.kinds import KINDS
-from materializer.manifest import SOURCE_FIELD, Manifest, Table
+from materializer.manifest import Manifest, Table
 from materializer.provenance import RunContext
+from materializer.sources import Source
 
 STATUS_ROOT = os.path.join("logs", "status")
 PREVIOUS_SUFFIX = ".previous"
@@ -49,8 +50,8 @@ def spec_digest(spec_json: str) -> str:
 def spec_paths(spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Input and output paths of a table spec, as written."""
     kind = KINDS[spec["kind"]]
-    sources = [kind.source_path(s) for s in spec[kind.sources]]
-    return [spec["features"], *sources], [spec["out"], spec["audit_json"]]
+    sources = [Source.parse(spec["features"]), *map(kind.source, spec[kind.sources])]
+    return [p for s in sources for p in s.paths], [spec["out"], spec["audit_json"]]
 
 
 def stamps(written_paths: list[str], base_dir: str) -> dict[str, list[int] | None]:
@@ -151,8 +152,10 @@ def run_table(
             "started_at": _now(),
             "inputs": stamps(inputs, base_dir),
         }
-        _log(handle, f"{spec['kind']} table {spec['id']!r}: {spec['features']} + "
-                     f"{', '.join(spec[SOURCE_FIELD[spec['kind']]])} -> {spec['out']}")
+        kind = KINDS[spec["kind"]]
+        named = ", ".join(str(kind.source(s)) for s in spec[kind.sources])
+        _log(handle, f"{spec['kind']} table {spec['id']!r}: "
+                     f"{Source.parse(spec['features']).path} + {named} -> {spec['out']}")
         _log(handle, f"base_dir {base_dir}; options {json.dumps(spec['options'], sort_keys=True)}")
         run = RunContext(
             entrypoint,

@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from materializer.options import MosOptions, ScoreSpec, SecondOpinionOptions
+from materializer.options import MosOptions, SecondOpinionOptions
+from materializer.sources import Source
 
 MOS = "mos-labels"
 SECOND_OPINION = "second-opinion"
@@ -54,9 +55,9 @@ class Kind:
     done: Callable[[Mapping[str, Any]], str]
     """The command's last line, from the audit."""
 
-    def source_path(self, written: str) -> str:
-        """A source as written, without its ``LABEL=``."""
-        return ScoreSpec.parse(written).path if self.labelled_sources else written
+    def source(self, value: Any) -> Source:
+        """A source as written (a path, ``LABEL=PATH`` if labelled, or a mapping)."""
+        return Source.parse(value, labelled=self.labelled_sources)
 
     def join_function(self) -> Any:
         module, function = self.join.split(":")

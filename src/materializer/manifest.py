@@ -28,6 +28,8 @@ import yaml
 from materializer import files, paths
 from materializer.errors import MaterializeError, UsageError
 from materializer.kinds import KINDS, MOS, SECOND_OPINION
+from materializer.readers import format_of
+from materializer.sources import Source
 
 SECTION_KEYS = {name: kind.section for name, kind in KINDS.items()}
 """Kind → the combined shape's section key (also the default report file stem)."""
@@ -64,8 +66,8 @@ class Table:
     kind: str
     index: int
     id: str
-    features: str
-    sources: tuple[str, ...]
+    feature_source: Source
+    sources: tuple[Source, ...]
     out: str
     audit_json: str
     config: dict[str, Any]
@@ -73,9 +75,17 @@ class Table:
     where: str = ""
 
     @property
+    def features(self) -> str:
+        """The feature table's path as written."""
+        return self.feature_source.path
+
+    @property
     def source_paths(self) -> tuple[str, ...]:
-        """The label files, or the score files without their ``LABEL=``."""
-        return tuple(KINDS[self.kind].source_path(spec) for spec in self.sources)
+        """Every other file the table reads: the label or score files (without their
+        ``LABEL=``), then the ``align_to`` references, the feature table's included."""
+        sources = (*self.sources, self.feature_source)
+        return tuple(dict.fromkeys([*(s.path for s in self.sources),
+                                    *(p for s in sources for p in s.paths[1:])]))
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -85,12 +95,12 @@ class Table:
         """What a job needs and what, changed, must rerun it (paths as written)."""
         return {
             "audit_json": self.audit_json,
-            "features": self.features,
+            "features": self.feature_source.written,
             "id": self.id,
             "kind": self.kind,
             "options": self.options.as_dict(),
             "out": self.out,
-            SOURCE_FIELD[self.kind]: list(self.sources),
+            SOURCE_FIELD[self.kind]: [s.written for s in self.sources],
         }
 
     def spec_json(self) -> str:
@@ -338,9 +348,13 @@ def _option_problems(kind: str, values: Mapping[str, Any], where: str,
     return good
 
 
-def _format_problem(path: str) -> str | None:
+def _format_problem(path: str, read: Mapping[str, Any] | None, is_input: bool) -> str | None:
+    """Why a path cannot be read (inputs: any reader's format) or written (outputs)."""
     try:
-        files.table_format(path)
+        if is_input:
+            format_of(path, read)
+        else:
+            files.table_format(path)
     except MaterializeError as exc:
         return exc.message
     return None
@@ -526,31 +540,47 @@ def _build_table(kind: str, label: str, index: int, raw: Mapping[str, Any],
         options = OPTION_CLASSES[kind].from_mapping(config)
     except MaterializeError:
         options = None  # every bad option was reported above
-    _path_problems(kind, raw, where, root, outs, problems, check_inputs)
-    if broken or options is None or not isinstance(ident, str):
+    parsed = _path_problems(kind, raw, where, root, outs, problems, check_inputs)
+    if broken or not parsed or options is None or not isinstance(ident, str):
         partials.append(_partial_entry(kind, index, raw, where))
         return None
     out = raw["out"]
     audit = raw.get("audit_json") or f"{out}{AUDIT_SUFFIX}"
-    table = Table(kind=kind, index=index, id=ident, features=raw["features"],
-                  sources=tuple(str(s) for s in raw[SOURCE_FIELD[kind]]), out=out,
+    kind_of = KINDS[kind]
+    table = Table(kind=kind, index=index, id=ident, feature_source=Source.parse(raw["features"]),
+                  sources=tuple(kind_of.source(s) for s in raw[SOURCE_FIELD[kind]]), out=out,
                   audit_json=audit, config=dict(config), options=options, where=where)
     return table
 
 
 def _path_problems(kind: str, raw: Mapping[str, Any], where: str, root: str, outs: set[str],
-                   problems: _Problems, check_inputs: bool) -> None:
-    """Formats of every path field, and inputs that neither exist nor are a table's out."""
-    fields: list[tuple[str, Any, bool]] = [("features", raw.get("features"), True),
-                                           ("out", raw.get("out"), False)]
-    sources = raw.get(SOURCE_FIELD[kind])
-    for spec in sources if isinstance(sources, list) else []:
-        path = KINDS[kind].source_path(spec) if isinstance(spec, str) else spec
-        fields.append((SOURCE_FIELD[kind], path, True))
-    for name, path, is_input in fields:
+                   problems: _Problems, check_inputs: bool) -> bool:
+    """Formats of every path field, and inputs that neither exist nor are a table's out;
+    sources given as mappings are parsed here. False when one cannot be parsed."""
+    fields: list[tuple[str, Any, Mapping[str, Any] | None, bool]] = [
+        ("out", raw.get("out"), None, False)]
+    values = raw.get(SOURCE_FIELD[kind])
+    parsed = True
+    for name, value in [("features", raw.get("features")),
+                        *((SOURCE_FIELD[kind], v) for v in
+                          (values if isinstance(values, list) else []))]:
+        try:
+            labelled = name != "features" and KINDS[kind].labelled_sources
+            source = Source.parse(value, labelled=labelled) \
+                if isinstance(value, str | Mapping) and value else None
+        except MaterializeError as exc:
+            problems.add(f"{where} field {name!r}", exc.message)
+            parsed = False
+            continue
+        if source is not None:
+            fields.append((name, source.path, source.read, True))
+            if source.align_to is not None:
+                fields.append((f"{name}.align_to", source.align_to.path,
+                               source.align_to.read, True))
+    for name, path, read, is_input in fields:
         if not isinstance(path, str) or not path:
             continue
-        message = _format_problem(path)
+        message = _format_problem(path, read, is_input)
         if not is_input and path.endswith(("/", os.sep)):
             message = "names a folder (ends with a path separator), not a table file"
         if message:
@@ -560,6 +590,7 @@ def _path_problems(kind: str, raw: Mapping[str, Any], where: str, root: str, out
         if is_input and check_inputs and resolved not in outs and not os.path.isfile(resolved):
             problems.add(f"{where} field {name!r}",
                          f"input file not found and no table writes it: {resolved}")
+    return parsed
 
 
 @dataclass(frozen=True)
@@ -581,13 +612,21 @@ def _partial_entry(kind: str, index: int, raw: Mapping[str, Any], where: str) ->
         value = raw.get(name)
         return value if isinstance(value, str) and value else None
 
-    sources = raw.get(SOURCE_FIELD[kind])
-    source_paths = tuple(KINDS[kind].source_path(s) for s in
-                         (sources if isinstance(sources, list) else []) if isinstance(s, str) and s)
+    values = raw.get(SOURCE_FIELD[kind])
+    source_paths = tuple(_path_of(kind, v) for v in (values if isinstance(values, list) else []))
     out = text("out")
     audit = text("audit_json") or (f"{out}{AUDIT_SUFFIX}" if out else None)
-    return _Entry(kind, index, str(raw.get("id")), where, text("features"), source_paths, out,
-                  audit)
+    features = _path_of(kind, raw.get("features"), "features")
+    return _Entry(kind, index, str(raw.get("id")), where, features,
+                  tuple(p for p in source_paths if p), out, audit)
+
+
+def _path_of(kind: str, value: Any, field: str | None = None) -> str | None:
+    """The path of a source as written, or None when it cannot be parsed."""
+    try:
+        return Source.parse(value, labelled=field is None and KINDS[kind].labelled_sources).path
+    except MaterializeError:
+        return None
 
 
 def _cross_checks(manifest: Manifest, partials: Sequence[_Entry], problems: _Problems,

@@ -7,7 +7,7 @@ core the join skeleton (:mod:`materializer.join`) runs, in memory or streamed:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +16,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from materializer import join, tableio
+from materializer import join, sources
 from materializer import keys as keymod
 from materializer.errors import DataError, UsageError, naming_table
 from materializer.options import MosOptions, ask_for, compile_regex, shown
 from materializer.provenance import RunContext
+from materializer.sources import Source
 
 MOS_CANDIDATES = ("mos", "mean_mos", "mos_raw_0_100", "raw_mos", "score", "quality")
 RAW_COLUMN = "mos_raw_0_100"
@@ -129,16 +130,13 @@ def _spread_numbers(frame: pd.DataFrame, column: str, keys: pd.Series, file: str
     return numbers
 
 
-def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tuple[pd.DataFrame,
-                                                                                  dict[str, Any]]:
-    def key_of(columns: list[str]) -> str:
-        return keymod.resolve_column(columns, options.label_key_column,
-                                     keymod.MOS_KEY_CANDIDATES, shown("label_key_column"),
-                                     written)
-
+def _read_label_file(source: Source, options: MosOptions, run: RunContext) \
+        -> tuple[pd.DataFrame, dict[str, Any]]:
+    written = source.path
+    key_of = join.key_resolver(source, options.label_key_column, keymod.MOS_KEY_CANDIDATES,
+                               shown("label_key_column"))
     # One read (a JSON file is parsed once); the key column stays text as written.
-    table = tableio.read_table(run.resolve(written), written,
-                               text_columns=lambda columns: [key_of(columns)])
+    table = sources.load(source, run, join.text_key(key_of))
     columns = table.column_names
     key_column = key_of(columns)
     mos_column = keymod.resolve_column(columns, options.label_mos_column, MOS_CANDIDATES,
@@ -151,11 +149,13 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     values = _numeric_labels(frame, mos_column, label_keys, written)
     keyed = label_keys.notna().to_numpy()
     scale = _scale_of(mos_column, values[keyed], options.mos_scale, written)
-    low, high = (0.0, 100.0) if scale == "0-100" else (1.0, 5.0)
+    low, high = options.mos_bounds or ((0.0, 100.0) if scale == "0-100" else (1.0, 5.0))
     off = keyed & ((values < low) | (values > high)).to_numpy()
     if off.any():
         first = int(np.flatnonzero(off)[0])
-        raise DataError(f"MOS value {values.iloc[first]!r} is outside the {scale} scale",
+        where = f"mos_bounds [{low:g}, {high:g}]" if options.mos_bounds \
+            else f"the {scale} scale; {ask_for('mos_bounds')} if the corpus means it"
+        raise DataError(f"MOS value {values.iloc[first]!r} is outside {where}",
                         file=written, column=mos_column, key=str(label_keys.iloc[first]))
     if scale == "0-100":
         mos, raw = 1.0 + 4.0 * values / 100.0, values
@@ -188,11 +188,13 @@ def _read_label_file(written: str, options: MosOptions, run: RunContext) -> tupl
     return labels[keyed], described
 
 
-def load_labels(label_paths: Sequence[str], options: MosOptions, run: RunContext) -> LabelSet:
+def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunContext) \
+        -> LabelSet:
     """Read every label file in order; identical duplicates collapse, conflicts fail."""
     frames, files = [], []
-    for written in label_paths:
-        frame, described = _read_label_file(written, options, run)
+    label_paths = [source.path for source in label_sources]
+    for source in label_sources:
+        frame, described = _read_label_file(source, options, run)
         frames.append(frame)
         files.append(described)
     merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -340,6 +342,7 @@ def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
         "matched_rows": cov.matched_rows,
         "min_match_rate": float(options.min_match_rate),
         "missing_rows": cov.input_rows - cov.matched_rows,
+        "mos_bounds": list(options.mos_bounds) if options.mos_bounds else None,
         "mos_scale": options.mos_scale,
         "output": out,
         "output_rows": output_rows,
@@ -365,7 +368,10 @@ class LabelJoin:
         self.coverage: Coverage | None = None
         self.unmatched_labels: list[str] = []
 
-    def observe(self, keys: keymod.KeyColumn) -> None:
+    def observed_columns(self, columns: Sequence[str]) -> list[str]:
+        return []  # the match rate needs the keys alone
+
+    def observe(self, keys: keymod.KeyColumn, values: Mapping[str, Any]) -> None:
         per_key = self.labels.positions(keys)
         self.matched_rows += int((per_key[keys.codes[~keys.unkeyed]] >= 0).sum())
 
@@ -390,8 +396,8 @@ class LabelJoin:
 
 
 def materialize_mos_labels(
-    features: str,
-    labels: Sequence[str],
+    features: str | Mapping[str, Any],
+    labels: Sequence[str | Mapping[str, Any]],
     out: str,
     *,
     audit_json: str | None = None,
@@ -400,24 +406,28 @@ def materialize_mos_labels(
 ) -> dict[str, Any]:
     """Join MOS labels onto ``features`` and write ``out`` (and ``audit_json``).
 
-    Paths are as written and resolve against ``run.base_dir``. Returns the audit.
+    Tables are paths as written (resolved against ``run.base_dir``) or source mappings
+    (:class:`materializer.sources.Source`). Returns the audit.
     """
     options = options or MosOptions()
     run = run or RunContext("materialize-mos-labels")
-    labels = list(labels)
     with naming_table(run.table_id):
-        if not labels:
+        feature = Source.parse(features)
+        label_sources = [Source.parse(s) for s in labels]
+        if not label_sources:
             raise UsageError("at least one --labels file is required")
+        label_paths = [s.path for s in label_sources]
 
-        def prepare(columns: list[str]) -> LabelJoin:
-            key_column = keymod.resolve_column(columns, options.feature_key_column,
-                                               keymod.MOS_KEY_CANDIDATES,
-                                               shown("feature_key_column"), features)
-            label_set = load_labels(labels, options, run)
+        def prepare(columns: list[str], key_column: str) -> LabelJoin:
+            label_set = load_labels(label_sources, options, run)
             targets = target_columns(label_set, options.status_column, columns)
-            join.check_overwrite(columns, targets, options.overwrite, features)
-            return LabelJoin(label_set, key_column, targets, options, features, out, labels)
+            join.check_overwrite(columns, targets, options.overwrite, feature.path)
+            return LabelJoin(label_set, key_column, targets, options, feature.path, out,
+                             label_paths)
 
-        plan = join.Plan(features, out, audit_json, run, {"features": features, "labels": labels},
+        plan = join.Plan(feature, out, audit_json, run,
+                         {"features": feature, "labels": label_sources},
                          options.allow_key_merge, options.key_normalize)
-        return join.materialize(plan, labels, prepare)
+        key_of = join.key_resolver(feature, options.feature_key_column,
+                                   keymod.MOS_KEY_CANDIDATES, shown("feature_key_column"))
+        return join.materialize(plan, label_sources, key_of, prepare)

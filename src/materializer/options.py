@@ -15,9 +15,12 @@ import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from materializer.errors import UsageError
+
+if TYPE_CHECKING:
+    from materializer.agreement import Threshold
 
 KEY_NORMALIZE_MODES = ("auto", "raw", "basename", "stem")
 MOS_SCALES = ("auto", "1-5", "0-100")
@@ -40,7 +43,8 @@ def compile_regex(pattern: str | None, field: str) -> re.Pattern[str] | None:
 
 
 _EXPECTED = {"str": "a string", "str?": "a string or null", "bool": "true or false",
-             "rate": "a number"}
+             "rate": "a number", "bounds": "null or [LOW, HIGH], two numbers",
+             "threshold": "null, a number, or a mapping {competitor: number}"}
 _STYLE: contextvars.ContextVar[str] = contextvars.ContextVar("option_style", default="key")
 
 
@@ -76,16 +80,35 @@ def option(default: Any, kind: str, help: str, choices: tuple[str, ...] = ()) ->
                              metadata={"type": kind, "help": help, "choices": choices})
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_type(name: str, value: Any, kind: str) -> None:
     ok = {
         "str": isinstance(value, str),
         "str?": value is None or isinstance(value, str),
         "bool": isinstance(value, bool),
-        "rate": isinstance(value, int | float) and not isinstance(value, bool),
+        "rate": _is_number(value),
+        "bounds": value is None or (isinstance(value, list | tuple) and len(value) == 2
+                                    and all(_is_number(v) for v in value)),
+        "threshold": value is None or _is_number(value) or (
+            isinstance(value, Mapping) and all(isinstance(k, str) and k and _is_number(v)
+                                               for k, v in value.items())),
     }[kind]
     if not ok:
         raise UsageError(f"{shown(name)} must be {_EXPECTED[kind]}, got {value!r}",
                          column=name)
+
+
+def _check_threshold(name: str, value: Any) -> None:
+    """A gate on |correlation|: every number in [0, 1] (a larger one could never pass)."""
+    limits = value.items() if isinstance(value, Mapping) else [(None, value)]
+    for competitor, limit in limits:
+        if limit is not None and not 0.0 <= float(limit) <= 1.0:
+            which = f" for competitor {competitor!r}" if competitor is not None else ""
+            raise UsageError(f"{shown(name)} must be in [0, 1]{which}; got {limit!r}",
+                             column=name)
 
 
 class _Options:
@@ -118,6 +141,8 @@ class _Options:
             if field.metadata["type"] == "rate" and not 0.0 <= float(value) <= 1.0:
                 raise UsageError(f"{shown(field.name)} must be in [0, 1]; got {value!r}",
                                  column=field.name)
+            if field.metadata["type"] == "threshold":
+                _check_threshold(field.name, value)
         self.check()
 
     def check(self) -> None:
@@ -138,6 +163,8 @@ def _declared(cls: type) -> type:
 KEY_NORMALIZE_HELP = ("how keys are compared on both sides: raw text, basename or stem of a "
                       "path (split on / and \\); auto is basename for path-like column names")
 MERGE_HELP = "let key_normalize fold different keys of one table into one key"
+THRESHOLD_FORMS = ("a number for every competitor, NAME=NUMBER[,NAME=NUMBER...] per "
+                   "competitor, or a JSON object {\"NAME\": NUMBER}")
 
 
 @_declared
@@ -162,8 +189,18 @@ class MosOptions(_Options):
                             "least half the values are above 5, 1-5 when none is, an error "
                             "in between", MOS_SCALES)
     allow_key_merge: bool = option(False, "bool", MERGE_HELP)
+    mos_bounds: tuple[float, float] | None = option(
+        None, "bounds", "LOW,HIGH: the raw MOS range accepted, for scales that leave their "
+        "nominal range by design (CVD2014's realigned MOS reaches -6.5 on 0-100); the "
+        "conversion stays the scale's (a negative LOW on the command line: --mos-bounds=-10,100)")
 
     def check(self) -> None:
+        if self.mos_bounds is not None:
+            low, high = self.mos_bounds
+            if not low < high:
+                raise UsageError(f"{shown('mos_bounds')} must be LOW < HIGH; got "
+                                 f"{list(self.mos_bounds)}", column="mos_bounds")
+            object.__setattr__(self, "mos_bounds", (float(low), float(high)))
         if not self.status_column.strip():
             raise UsageError(f"{shown('status_column')} must not be empty",
                              column="status_column")
@@ -193,31 +230,17 @@ class SecondOpinionOptions(_Options):
     allow_key_merge: bool = option(False, "bool", MERGE_HELP)
     min_coverage: float = option(0.0, "rate", "least share of feature rows each competitor "
                                  "must score (a competitor scoring no row always fails)")
+    agreement_mos_column: str | None = option(
+        None, "str?", "feature column the agreement audit compares scores with; unset: mos "
+        "when the table has one, else no agreement block. A named column must exist")
+    min_abs_srcc: Threshold = option(
+        None, "threshold", f"least |srcc| with MOS each competitor must reach, else the table "
+        f"fails: {THRESHOLD_FORMS}")
+    min_abs_plcc_logistic: Threshold = option(
+        None, "threshold", f"least |plcc_logistic| with MOS (Pearson after the VQEG logistic "
+        f"fit) each competitor must reach: {THRESHOLD_FORMS}")
 
     def check(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]+", self.prefix):
             raise UsageError(f"{shown('prefix')} must be letters, digits or '_'; got "
                              f"{self.prefix!r}", column="prefix")
-
-
-@dataclass(frozen=True)
-class ScoreSpec:
-    """One ``[LABEL=]PATH`` score source; the label is only a fallback competitor name."""
-
-    path: str
-    label: str | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> ScoreSpec:
-        """Split ``LABEL=PATH`` at the first ``=`` unless the label part looks like a path.
-
-        A label never contains ``/`` or a dot-extension path separator, so a path such as
-        ``runs/a=b.jsonl`` stays whole (the older batch runner mangled it).
-        """
-        label, sep, path = spec.partition("=")
-        if sep and label.strip() and "/" not in label and "\\" not in label and path:
-            return cls(path=path, label=label.strip())
-        return cls(path=spec)
-
-    def __str__(self) -> str:
-        return f"{self.label}={self.path}" if self.label else self.path

@@ -8,7 +8,7 @@ both import it and not each other.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from materializer import keys as keymod
 from materializer.errors import DataError
 from materializer.options import enable
 from materializer.provenance import InputHasher, RunContext
+from materializer.sources import Source
 
 
 class KeyTally:
@@ -48,14 +49,23 @@ class KeyTally:
         return np.asarray(pd.unique(np.concatenate(self._batches)), dtype=object)
 
 
+Observed = Mapping[str, pa.Array | pa.ChunkedArray]
+"""One slice of the observed feature columns, by name."""
+
+
 class Core(Protocol):
     """What one kind of join adds to the skeleton."""
 
     key_column: str
     regex: re.Pattern[str] | None
 
-    def observe(self, keys: keymod.KeyColumn) -> None:
-        """Count what the gate and the audit need, for one slice of feature keys."""
+    def observed_columns(self, columns: Sequence[str]) -> list[str]:
+        """Feature columns besides the key that ``observe`` needs, given the table's
+        columns: pass one reads them with the keys. Raise to refuse a table without one."""
+
+    def observe(self, keys: keymod.KeyColumn, values: Observed) -> None:
+        """Count what the gate and the audit need, for one slice of feature rows: its keys
+        and the observed columns' values."""
 
     def gate(self, tally: KeyTally) -> None:
         """After every key was seen, before anything is written: raise to refuse."""
@@ -71,15 +81,20 @@ class Core(Protocol):
 class Plan:
     """One join as the skeleton runs it: paths as written and where they resolve."""
 
-    features: str
+    feature_source: Source
     out: str
     audit_json: str | None
     run: RunContext
     inputs: Mapping[str, Any]
-    """Provenance name -> path or list of paths, as written."""
+    """Provenance name -> source or list of sources (see ``publish.publish``)."""
     allow_key_merge: bool
     key_normalize: str
     hasher: InputHasher = field(init=False)
+
+    @property
+    def features(self) -> str:
+        """The feature table's path as written."""
+        return self.feature_source.path
 
     @property
     def feature_path(self) -> Path:
@@ -110,12 +125,13 @@ def check_overwrite(feature_columns: Sequence[str], targets: Sequence[str], over
 
 
 def gated_audit(plan: Plan, core: Core, normalizer: keymod.KeyNormalizer,
-                batches: Any) -> dict[str, Any]:
-    """Observe every slice of keys, refuse merged keys, apply the gate; the audit."""
+                batches: Iterable[tuple[keymod.KeyColumn, Observed]]) -> dict[str, Any]:
+    """Observe every slice of keys (with the observed columns), refuse merged keys, apply
+    the gate; the audit."""
     tally = KeyTally()
-    for keys in batches:
+    for keys, values in batches:
         tally.add(keys)
-        core.observe(keys)
+        core.observe(keys, values)
     normalizer.refuse_merges(plan.allow_key_merge, plan.features)
     core.gate(tally)
     audit = core.audit(tally)

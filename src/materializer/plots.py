@@ -4,7 +4,8 @@ Everything here reads what the batch already wrote (joined tables, audits, batch
 reports) and writes small files the report embeds: PNG figures, HTML fragments used as
 captions, per-table notes, and the status summary shown on the report's front page.
 Figures use matplotlib's object API (no pyplot state), so each call is self-contained.
-Correlations are computed here (Spearman as Pearson of ranks), without scipy.
+Agreement figures (correlations, the logistic fit) are read from the audits' ``agreement``
+blocks, computed once at join time with scipy: nothing is recomputed here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from materializer import files, paths, tableio
+from materializer.agreement import logistic
 from materializer.kinds import BY_REPORT_SCHEMA, KINDS, MOS, SECOND_OPINION
 
 FIGURE_SIZE = (6.4, 4.0)
@@ -32,38 +34,16 @@ PNG_METADATA = {"Software": None}  # no matplotlib version: same inputs, same by
 
 MOS_COLUMN = "mos"
 
-# --- statistics ---------------------------------------------------------------------
+# --- agreement ---------------------------------------------------------------------
 
 
-def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
-    """Pearson's r, or None when it is undefined (fewer than two pairs, a constant side)."""
-    a = np.asarray(x, dtype=float)
-    b = np.asarray(y, dtype=float)
-    if a.size < 2 or a.size != b.size:
-        return None
-    a = a - a.mean()
-    b = b - b.mean()
-    denominator = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    if denominator == 0.0:
-        return None
-    return float((a * b).sum()) / denominator
-
-
-def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (as Spearman's rho needs)."""
-    return pd.Series(np.asarray(values, dtype=float)).rank(method="average").to_numpy()
-
-
-def spearman(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float | None:
-    """Spearman's rho: Pearson's r of the ranks."""
-    return pearson(ranks(x), ranks(y))
-
-
-def paired(frame: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows where both columns hold finite numbers (labels or scores may be missing)."""
-    both = frame[[x, y]].apply(pd.to_numeric, errors="coerce").astype(float)
-    both = both[np.isfinite(both[x]) & np.isfinite(both[y])]
-    return both[x].to_numpy(), both[y].to_numpy()
+def ok_pairs(frame: pd.DataFrame, score: str, status: str, mos: str) -> tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """The rows the agreement audit used: status ok, a finite score and a finite MOS."""
+    x = pd.to_numeric(frame[score], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    y = pd.to_numeric(frame[mos], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    keep = (frame[status].astype(str) == "ok").to_numpy() & np.isfinite(x) & np.isfinite(y)
+    return x[keep], y[keep]
 
 
 # --- reading ------------------------------------------------------------------------
@@ -97,6 +77,14 @@ def rate_text(value: Any) -> str:
 
 def corr_text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
+
+
+def interval_text(values: Sequence[float] | None) -> str:
+    return "n/a" if values is None else f"[{values[0]:+.3f}, {values[1]:+.3f}]"
+
+
+def number_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def keys_html(title: str, keys: Sequence[Any], total: int | None = None) -> str:
@@ -169,40 +157,140 @@ def mos_histogram(table_id: str, table: str, audit_json: str, png: str, caption:
 
 
 def competitor_scatters(table_id: str, table: str, audit_json: str, folder: str) -> list[str]:
-    """One scatter of score against ``mos`` per competitor, when the table has ``mos``.
+    """Per competitor, MOS against its score with the fitted VQEG logistic, when the audit
+    has an agreement block (the table has a MOS column).
 
     Writes ``<competitor>.png`` and its caption ``<competitor>.html`` into ``folder``
     (created even when empty); returns the competitors plotted.
     """
     audit = read_json(audit_json)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    competitors = audit.get("competitors") or {}
-    score_columns = {name: f"{c.get('column_prefix')}_score" for name, c in competitors.items()}
-    frame = read_columns(table, [MOS_COLUMN, *score_columns.values()])
-    if MOS_COLUMN not in frame.columns:
+    agreement = audit.get("agreement")
+    if not agreement:
         return []
+    mos = agreement["mos_column"]
+    prefixes = {name: (audit.get("competitors") or {}).get(name, {}).get("column_prefix")
+                for name in agreement["competitors"]}
+    frame = read_columns(table, [mos, *(f"{p}_{s}" for p in prefixes.values()
+                                        for s in ("score", "status"))])
     plotted = []
-    for name, column in score_columns.items():
-        if column not in frame.columns:
+    for name, figures in agreement["competitors"].items():
+        score, status = f"{prefixes[name]}_score", f"{prefixes[name]}_status"
+        if not {mos, score, status} <= set(frame.columns):
             continue
-        x, y = paired(frame, MOS_COLUMN, column)
-        rho, r = spearman(x, y), pearson(x, y)
+        x, y = ok_pairs(frame, score, status, mos)
         figure, axes = new_figure(fixed_margins=True)
         axes.scatter(x, y, s=8, alpha=0.5, color=OK_COLOUR, linewidths=0)
-        axes.set_xlabel(MOS_COLUMN)
-        axes.set_ylabel(column)
-        axes.set_title(f"{table_id} / {name}\nSpearman {corr_text(rho)}, "
-                       f"Pearson {corr_text(r)}, n={len(x)}")
+        if figures.get("logistic_params") and len(x):
+            curve = np.linspace(x.min(), x.max(), 200)
+            axes.plot(curve, logistic(curve, *figures["logistic_params"]), color=LOW_COLOUR,
+                      linewidth=1.5, label="VQEG logistic fit")
+            axes.legend(loc="best", fontsize=8)
+        axes.set_xlabel(score)
+        axes.set_ylabel(mos)
+        axes.set_title(f"{table_id} / {name}\nSRCC {corr_text(figures.get('srcc'))}, PLCC "
+                       f"after the fit {corr_text(figures.get('plcc_logistic'))}, "
+                       f"n={figures.get('n')}")
         save_figure(figure, Path(folder) / f"{name}.png")
-        info = competitors[name]
-        write_text(Path(folder) / f"{name}.html", (
-            f"<p>Table <b>{esc(table_id)}</b>, competitor <b>{esc(name)}</b>: "
-            f"<b>Spearman &rho; = {corr_text(rho)}</b>, <b>Pearson r = {corr_text(r)}</b> "
-            f"over {len(x)} rows with both a score and a label "
-            f"({int(info.get('matched_rows') or 0)} of {int(audit.get('output_rows') or 0)} "
-            f"rows have a score).</p>\n"))
+        write_text(Path(folder) / f"{name}.html", _scatter_caption(table_id, name, mos,
+                                                                   figures))
         plotted.append(name)
     return plotted
+
+
+def _scatter_caption(table_id: str, name: str, mos: str, f: Mapping[str, Any]) -> str:
+    fit = (f"after the VQEG logistic fit (red curve): <b>Pearson r = "
+           f"{corr_text(f.get('plcc_logistic'))}</b> (95% CI "
+           f"{interval_text(f.get('plcc_logistic_ci95'))}), RMSE "
+           f"{number_text(f.get('rmse_logistic'))} MOS units"
+           if f.get("logistic_converged") else "no logistic fit")
+    note = f" Note: {esc(f['note'])}." if f.get("note") else ""
+    return (f"<p>Table <b>{esc(table_id)}</b>, competitor <b>{esc(name)}</b> against "
+            f"<code>{esc(mos)}</code>, over {f.get('n')} rows with status ok and a MOS (bad "
+            f"and missing rows left out): <b>Spearman &rho; = {corr_text(f.get('srcc'))}</b> "
+            f"(95% CI {interval_text(f.get('srcc_ci95'))}), Kendall &tau;<sub>b</sub> = "
+            f"{corr_text(f.get('krcc'))}, Pearson r = {corr_text(f.get('plcc'))}; "
+            f"{fit}.{note}</p>\n")
+
+
+AGREEMENT_HEADER = ("<thead><tr><th>Table</th><th>Competitor</th><th>n</th><th>SRCC</th>"
+                    "<th>SRCC 95% CI</th><th>KRCC</th><th>PLCC</th><th>PLCC (logistic)</th>"
+                    "<th>PLCC (logistic) 95% CI</th><th>RMSE (logistic)</th><th>Note</th>"
+                    "</tr></thead>")
+
+
+def agreement_rows_html(blocks: Sequence[tuple[str, Mapping[str, Any]]], element_id: str) \
+        -> str:
+    """One row per table and competitor of the given agreement blocks."""
+    rows = []
+    for table_id, block in blocks:
+        for name, f in block["competitors"].items():
+            cells = [f["n"], corr_text(f["srcc"]), interval_text(f["srcc_ci95"]),
+                     corr_text(f["krcc"]), corr_text(f["plcc"]), corr_text(f["plcc_logistic"]),
+                     interval_text(f["plcc_logistic_ci95"]), number_text(f["rmse_logistic"])]
+            rows.append(f"<tr><td>{esc(table_id)}</td><td><b>{esc(name)}</b></td>"
+                        + "".join(f'<td class="num">{esc(c)}</td>' for c in cells)
+                        + f"<td>{esc(f['note'] or '')}</td></tr>")
+    return (f'<table class="vq-status vq-agreement" id="{esc(element_id)}">{AGREEMENT_HEADER}'
+            "<tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n")
+
+
+def agreement_table(table_id: str, audit_json: str, html_out: str) -> None:
+    """The table's agreement block as an HTML table: one row per competitor, then what
+    combining the competitors gains over the best one alone."""
+    agreement = read_json(audit_json).get("agreement")
+    parts = [STYLE, f"<h3>{esc(table_id)}: agreement with MOS</h3>\n"]
+    if not agreement:
+        parts.append("<p>The table has no MOS column: no agreement figures.</p>\n")
+        write_text(html_out, "".join(parts))
+        return
+    parts.append(f"<p>MOS column <code>{esc(agreement['mos_column'])}</code>, "
+                 f"{agreement['rows_with_mos']} rows with a MOS.</p>\n")
+    parts.append(agreement_rows_html([(table_id, agreement)], f"vq-agreement-{table_id}"))
+    i = agreement["intersection"]
+    parts.append(
+        f'<p class="vq-intersection">On the {i["intersection_rows"]} rows where every '
+        f"competitor is ok: best single competitor <b>{esc(i['best_single'] or 'n/a')}</b> "
+        f"(5-fold cv SRCC {corr_text(i['best_single_cv_srcc'])}), all combined (linear fit) "
+        f"{corr_text(i['combined_cv_srcc'])}, <b>gain {corr_text(i['gain'])}</b>."
+        + (f" Note: {esc(i['note'])}." if i["note"] else "") + "</p>\n")
+    write_text(html_out, "".join(parts))
+
+
+def pairwise_heatmap(table_id: str, audit_json: str, folder: str) -> bool:
+    """Spearman between every pair of competitors on the intersection rows, as a heatmap
+    (``pairwise-srcc.png`` and its caption in ``folder``); only with two or more."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    agreement = read_json(audit_json).get("agreement")
+    pairs = (agreement or {}).get("intersection", {}).get("pairwise_srcc") or {}
+    names = list(pairs)
+    if len(names) < 2:
+        return False
+    matrix = np.array([[1.0 if a == b else _nan(pairs[a].get(b)) for b in names]
+                       for a in names])
+    figure, axes = new_figure()
+    image = axes.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1, vmax=1)
+    figure.colorbar(image, ax=axes, label="Spearman rho")
+    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    axes.set_yticks(range(len(names)), names)
+    if len(names) <= 12:
+        for (row, column), value in np.ndenumerate(matrix):
+            axes.text(column, row, "n/a" if np.isnan(value) else f"{value:+.2f}",
+                      ha="center", va="center", fontsize=8,
+                      color="white" if abs(value) > 0.6 else "black")
+    rows = agreement["intersection"]["intersection_rows"]
+    axes.set_title(f"{table_id}: Spearman between competitors ({rows} rows)")
+    save_figure(figure, Path(folder) / "pairwise-srcc.png")
+    write_text(Path(folder) / "pairwise-srcc.html", (
+        f"<p>Table <b>{esc(table_id)}</b>: Spearman &rho; between each pair of its "
+        f"{len(names)} competitors over the {rows} rows where every one is ok and has a "
+        f"MOS. Gain from combining them: {corr_text(agreement['intersection']['gain'])} "
+        f"(see the table's agreement table).</p>\n"))
+    return True
+
+
+def _nan(value: float | None) -> float:
+    return np.nan if value is None else float(value)
 
 
 def table_notes(kind: str, table_id: str, audit_json: str, notes: str, remark: str = "") \
@@ -374,7 +462,15 @@ def summary_html(reports: Sequence[Mapping[str, Any]]) -> str:
     failed = sum(1 for row in rows if row["status"] != "ok")
     verdict = "all ok" if not failed else f"{failed} of {len(rows)} failed"
     parts = [STYLE, f'<div class="vq-summary"><p><b>{len(rows)} tables, {verdict}.</b></p>\n',
-             status_table_html(rows), "<h3>Provenance</h3>\n"]
+             status_table_html(rows)]
+    blocks = [(str(t.get("id")), t["agreement"]) for report in reports
+              for t in report.get("tables") or [] if t.get("agreement")]
+    if blocks:
+        parts += ["<h3>Agreement with MOS</h3>\n<p>Each second opinion against its table's "
+                  "MOS, over rows with status ok (see <b>Agreement</b> for each table's gain "
+                  "from combining scorers).</p>\n",
+                  agreement_rows_html(blocks, "vq-agreement")]
+    parts.append("<h3>Provenance</h3>\n")
     parts += [provenance_html(report) for report in reports]
     parts.append("</div>\n")
     return "".join(parts)
@@ -485,8 +581,12 @@ def mos_plots(table_id: str, input: Any, output: Any, log: str) -> None:
 
 
 def second_opinion_plots(table_id: str, input: Any, output: Any, log: str) -> None:
-    """Body of a per-table second-opinion plot job: one scatter per competitor, and notes."""
+    """Body of a per-table second-opinion plot job: a scatter per competitor, the
+    agreement table, the competitor heatmap, and coverage notes."""
     plotted = competitor_scatters(table_id, input.table, input.audit, output.scatters)
-    remark = "" if plotted else "The table has no mos column: no scatter of score against mos."
+    agreement_table(table_id, input.audit, output.agreement)
+    heatmap = pairwise_heatmap(table_id, input.audit, output.pairwise)
+    remark = "" if plotted else "The table has no MOS column: no scatter of MOS against score."
     table_notes(SECOND_OPINION, table_id, input.audit, output.notes, remark)
-    write_text(log, f"scatters: {', '.join(plotted) or 'none'}. {remark}\n")
+    write_text(log, f"scatters: {', '.join(plotted) or 'none'}; pairwise heatmap: "
+               f"{'yes' if heatmap else 'no'}. {remark}\n")

@@ -190,6 +190,8 @@ class RunContext:
         self.extra_versions = dict(extra_versions or {})
         self.table_id = table_id
         self.started_at = utc_now()
+        self.alignments: dict[str, dict[str, Any]] = {}
+        """Per source path as written: what its ``align_to`` matched (rows, check)."""
 
     def resolve(self, path: str) -> Path:
         """The path to open for a path as written."""

@@ -14,9 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from materializer import files, provenance, tableio
+from materializer import files, provenance, sources, tableio
 from materializer.errors import UsageError
 from materializer.provenance import InputHasher, RunContext
+from materializer.sources import Source
 
 
 def check_outputs(run: RunContext, out: str, audit_json: str | None,
@@ -56,7 +57,9 @@ def publish(
 ) -> dict[str, Any]:
     """Write ``table`` (or call ``write``) and the audit atomically; return the audit.
 
-    ``inputs`` maps provenance names to paths as written (a path or a list of paths).
+    ``inputs`` maps provenance names to sources (one, or a list): each is described by
+    its file's bytes, plus how it was read and its ``align_to`` reference when it has
+    them; every reference is also listed, hashed, under ``references``.
     """
     out_path = run.resolve(out)
     fmt = files.table_format(out)
@@ -73,7 +76,7 @@ def publish(
             entrypoint=run.entrypoint,
             argv=run.argv,
             args=run.args,
-            inputs={name: _describe(hasher, value) for name, value in inputs.items()},
+            inputs=_inputs(hasher, inputs, run),
             outputs={"audit_json": audit_json, "out": out_description},
             base_dir=run.base_dir,
             started_at=run.started_at,
@@ -92,7 +95,29 @@ def publish(
     return audit
 
 
-def _describe(hasher: InputHasher, value: Any) -> Any:
-    if isinstance(value, list):
-        return [hasher.describe(v) for v in value]
-    return hasher.describe(value)
+def _inputs(hasher: InputHasher, inputs: Mapping[str, Any], run: RunContext) -> dict[str, Any]:
+    described: dict[str, Any] = {}
+    references: list[dict[str, Any]] = []
+    for name, value in inputs.items():
+        group = [_describe(hasher, Source.parse(v), run, references)
+                 for v in (value if isinstance(value, list) else [value])]
+        described[name] = group if isinstance(value, list) else group[0]
+    if references:
+        described["references"] = references
+    return described
+
+
+def _describe(hasher: InputHasher, source: Source, run: RunContext,
+              references: list[dict[str, Any]]) -> dict[str, Any]:
+    """A file's description; for a source given as a mapping, with what ``load`` read."""
+    description = hasher.describe(source.path)
+    extra = sources.described(source)
+    if extra is None:
+        return description
+    description["read"] = extra["read"]
+    if "align_to" in extra:
+        reference = hasher.describe(source.align_to.path)  # type: ignore[union-attr]
+        references.append(reference)
+        description["align_to"] = {**reference, **extra["align_to"],
+                                   **run.alignments.get(source.path, {})}
+    return description

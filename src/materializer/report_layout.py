@@ -32,7 +32,8 @@ class PlotLayout:
     folder: str
 
     def table_files(self, kind: str, table_id: str) -> dict[str, str]:
-        """What one table's plot job writes (second opinion: a folder of scatters).
+        """What one table's plot job writes (second opinion: a folder of scatters, the
+        agreement table, and a folder holding the competitor heatmap when there are two).
 
         Each table has a folder of its own (ids hold no ``/``), so no two ids, such as
         ``a`` and ``a.mos``, can name one file; the file names keep the id for the report.
@@ -42,6 +43,8 @@ class PlotLayout:
             return {"histogram": f"{base}.mos.png", "caption": f"{base}.mos.html",
                     "notes": f"{base}.html"}
         return {"scatters": os.path.join(self.folder, kind, table_id, "scatters"),
+                "agreement": f"{base}.agreement.html",
+                "pairwise": os.path.join(self.folder, kind, table_id, "pairwise"),
                 "notes": f"{base}.html"}
 
     @property

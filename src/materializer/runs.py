@@ -33,13 +33,18 @@ def shown(path: str | os.PathLike[str]) -> str:
     return path if relative.startswith(os.pardir) else relative
 
 
-def one_manifest(given: Sequence[str], example: str) -> str:
-    """The one ``--configfile``, or the shipped example; several are refused (nothing
-    merges, so two manifests would silently become one)."""
-    if len(given) > 1:
-        raise UsageError("give one manifest (--configfile); got " + ", ".join(given)
+def one_manifest(loaded: Sequence[str]) -> str:
+    """The one config file the run loaded is the manifest. Several are refused (Snakemake
+    merges them, so two manifests would silently become one); none means a module was
+    given a config that no file holds, which leaves relative paths without a base."""
+    if len(loaded) > 1:
+        raise UsageError("give one manifest (--configfile, or one configfile: in a Snakefile "
+                         "using the workflow as a module); got " + ", ".join(map(shown, loaded))
                          + ". Put MOS and second-opinion tables into one combined manifest.")
-    return shown(given[0] if given else example)
+    if not loaded:
+        raise UsageError("no manifest file: give --configfile MANIFEST, or configfile: "
+                         "MANIFEST in the Snakefile using the workflow as a module")
+    return shown(loaded[0])
 
 
 def executor_name(plugin: str | None) -> str | None:

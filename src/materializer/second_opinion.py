@@ -8,24 +8,31 @@ column-wide in the row, then in ``summary``, then over ``frames[]``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from materializer import files, join, tableio
+from materializer import files, join, sources, tableio
 from materializer import keys as keymod
+from materializer.agreement import competitor_agreement, gate_failures, intersection_agreement
 from materializer.errors import DataError, UsageError, naming_table
-from materializer.options import ScoreSpec, SecondOpinionOptions, ask_for, shown
+from materializer.options import SecondOpinionOptions, ask_for, shown
+from materializer.plan import Observed
 from materializer.provenance import RunContext
+from materializer.readers import format_of
+from materializer.sources import Source
 
 SCORE_CANDIDATES = ("score", "mos", "predicted_mos", "predicted_vmaf_or_mos", "quality", "vmaf")
 RUNTIME_CANDIDATES = ("runtime_ms", "runtime_total_ms", "elapsed_ms")
 OK_STATUSES = ("", "ok", "pass", "success")
 SUFFIXES = ("score", "status", "runtime_ms", "frames", "source")
 SAMPLE_SIZE = 5
+MOS_COLUMN = "mos"
+"""The feature column the agreement audit uses unless ``agreement_mos_column`` names one."""
 
 
 def slug(name: str) -> str:
@@ -33,18 +40,24 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _rows_frame(spec: ScoreSpec, run: RunContext, key_fields: Sequence[str]) -> pd.DataFrame:
+def _rows_frame(spec: Source, run: RunContext, key_fields: Sequence[str]) -> pd.DataFrame:
     """The sidecar's rows as a frame (nested ``summary``/``frames`` stay objects).
 
-    In a CSV score table every column that may hold the key is read as text as written,
-    so ``007`` stays ``007`` (and is not the same key as ``7``), as in feature tables.
+    Every column that may hold the key is read as text as written, so ``007`` stays
+    ``007`` (and is not the same key as ``7``), as in feature tables. A source given as a
+    mapping, or in a format only :mod:`materializer.readers` reads, is read by
+    :func:`materializer.sources.load`.
     """
+    wanted = {f.lower() for f in key_fields}
+
+    def text(columns: list[str]) -> list[str]:
+        return [c for c in columns if str(c).lower() in wanted]
+
+    fmt = format_of(spec.path, spec.read)
+    if not spec.plain or fmt not in files.FORMATS.values():
+        return sources.load(spec, run, text).to_pandas()
     path = run.resolve(spec.path)
-    fmt = files.table_format(spec.path)
     if fmt in ("parquet", "csv"):
-        wanted = {f.lower() for f in key_fields}
-        text = [c for c in tableio.read_columns(path, spec.path) if str(c).lower() in wanted] \
-            if fmt == "csv" else []
         return tableio.read_table(path, spec.path, text_columns=text).to_pandas()
     if fmt == "jsonl":
         with tableio.reading(path, spec.path):
@@ -173,12 +186,15 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
             .reindex(frame.index))
 
 
-def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext) \
+def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
         -> tuple[pd.DataFrame, int, dict[str, str]]:
     """One sidecar as records (status ok, bad, or missing for a row without a score);
-    returns them, the number of rows without a key and each competitor's score field."""
-    key_fields: Sequence[str] = (options.score_key_field,) if options.score_key_field \
-        else keymod.SCORE_KEY_CANDIDATES
+    returns them, the number of rows without a key and each competitor's score field.
+
+    The key field is ``score_key_field`` if given, else an aligned source's
+    ``align_to.key_column``, else the first candidate a row fills."""
+    named = options.score_key_field or (spec.align_to.key_column if spec.align_to else None)
+    key_fields: Sequence[str] = (named,) if named else keymod.SCORE_KEY_CANDIDATES
     frame = _rows_frame(spec, run, key_fields).reset_index(drop=True)
     if frame.empty:
         raise DataError("no score rows", file=spec.path)
@@ -188,7 +204,7 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
                                            for level in levels):
         raise UsageError(f"{shown('score_key_field')} {options.score_key_field!r} is not present",
                          file=spec.path, column=options.score_key_field)
-    keys = _score_keys(levels, key_fields, options, spec.path)
+    keys = _score_keys(levels, key_fields, named is not None, options, spec.path)
 
     competitor, _ = _first(levels, ("competitor",))
     competitor = competitor.map(lambda v: str(v).strip() or None, na_action="ignore")
@@ -230,11 +246,11 @@ def load_scores(spec: ScoreSpec, options: SecondOpinionOptions, run: RunContext)
     return records[keyed], int((~keyed).sum()), fields
 
 
-def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str],
+def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str], exact: bool,
                 options: SecondOpinionOptions, file: str) -> pd.Series:
     """The key field, chosen once per file like the score: the first candidate (row,
     then ``summary``) that any row fills; a row that leaves it empty has no key."""
-    found = _filled_field(levels, key_fields, bool(options.score_key_field))
+    found = _filled_field(levels, key_fields, exact)
     if found is None:
         raise DataError(f"score rows have no key field; {ask_for('score_key_field')}",
                         file=file)
@@ -281,6 +297,7 @@ class _Competitor:
         self.name, self.records, self.base = name, records.reset_index(drop=True), base
         self.index = pd.Index(self.records["key"])
         self.status = self.records["status"].to_numpy(object)
+        self.scores = self.records["score"].to_numpy(dtype="float64")
         self.rows = {"ok": 0, "bad": 0, "missing": 0}
         self._last: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -300,15 +317,83 @@ class _Competitor:
     def row_status(self, positions: np.ndarray) -> np.ndarray:
         return np.where(positions >= 0, self.status[np.maximum(positions, 0)], "missing")
 
+    def ok_scores(self, positions: np.ndarray, status: np.ndarray) -> np.ndarray:
+        """Each row's score where its status is ok, NaN elsewhere: bad and missing rows
+        take no part in the agreement with MOS."""
+        return np.where(status == "ok", self.scores[np.maximum(positions, 0)], np.nan)
+
+
+def _mos_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A feature column as floats, NaN where a row has no number (null, or text that is
+    not one): such rows have no MOS. A CSV-to-CSV join reads every column as text."""
+    kind = values.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False),
+                          dtype="float64")
+    text = pc.cast(values, pa.string()).to_pandas()
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+class _AgreementRows:
+    """MOS and each competitor's ok score per clip written (the first written row of each
+    feature key), gathered over the slices that pass one observes, so the agreement (and
+    its gates) are known before any write.
+
+    Per clip, not per row: a per-frame table repeats a clip's MOS and score on every
+    frame, and counting frames would weight long clips and shrink the intervals (frames
+    are not independent ratings). A table of one row per clip is the same either way.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.keys: list[np.ndarray] = []
+        self.mos: list[np.ndarray] = []
+        self.scores: dict[str, list[np.ndarray]] = {name: [] for name in names}
+
+    def add(self, keys: keymod.KeyColumn, mos: np.ndarray,
+            scores: Mapping[str, np.ndarray]) -> None:
+        codes, first = np.unique(keys.codes, return_index=True)
+        first = first[codes >= 0]  # rows without a key are no clip (and have no score)
+        self.keys.append(keys.uniques[keys.codes[first]])
+        self.mos.append(mos[first])
+        for name, values in scores.items():
+            self.scores[name].append(values[first])
+
+    def block(self, mos_column: str) -> dict[str, Any]:
+        """The audit's ``agreement``: per competitor over its ok clips with a finite MOS,
+        and across competitors over the clips where every one is ok."""
+        if not self.keys:
+            return self._figures(mos_column, np.empty(0), {n: np.empty(0) for n in self.scores})
+        again = pd.Index(np.concatenate(self.keys)).duplicated()  # seen in an earlier slice
+        mos = np.concatenate(self.mos)[~again]
+        scores = {name: np.concatenate(parts)[~again] for name, parts in self.scores.items()}
+        return self._figures(mos_column, mos, scores)
+
+    @staticmethod
+    def _figures(mos_column: str, mos: np.ndarray,
+                 scores: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        every = np.isfinite(mos) & np.all([np.isfinite(v) for v in scores.values()], axis=0)
+        return {
+            "mos_column": mos_column,
+            "rows_with_mos": int(np.isfinite(mos).sum()),
+            "competitors": {name: competitor_agreement(values, mos)
+                            for name, values in scores.items()},
+            "intersection": intersection_agreement(
+                {name: values[every] for name, values in scores.items()}, mos[every]),
+        }
+
+
+AGREEMENT_GATES = ("min_abs_srcc", "min_abs_plcc_logistic")
+
 
 class ScoreJoin:
     """The second-opinion core for the skeleton: namespaced columns per competitor, the
-    per-competitor coverage gate and the missing-row policy."""
+    per-competitor coverage gate, the missing-row policy, and the agreement of each
+    competitor with the feature table's MOS (with its gates)."""
 
     regex = None
 
     def __init__(self, records: pd.DataFrame, bases: dict[str, str], key_column: str,
-                 options: SecondOpinionOptions, features: str, out: str, specs: list[ScoreSpec],
+                 options: SecondOpinionOptions, features: str, out: str, specs: list[Source],
                  loaded: list[tuple[pd.DataFrame, int, dict[str, str]]]) -> None:
         self.key_column, self.options, self.features, self.out = key_column, options, \
             features, out
@@ -317,15 +402,41 @@ class ScoreJoin:
                             for name, base in bases.items()]
         self.missing_any_rows = 0
         self.stats: dict[str, Any] = {}
+        self.mos_column: str | None = None
+        self.rows = _AgreementRows([c.name for c in self.competitors])
+        self.agreement: dict[str, Any] | None = None
 
-    def observe(self, keys: keymod.KeyColumn) -> None:
+    def observed_columns(self, columns: Sequence[str]) -> list[str]:
+        """The MOS column of the agreement audit: the one named, else ``mos`` if present."""
+        named = self.options.agreement_mos_column
+        if named is not None and named not in columns:
+            raise UsageError(f"{shown('agreement_mos_column')} {named!r} is not present",
+                             file=self.features, column=named)
+        self.mos_column = named or (MOS_COLUMN if MOS_COLUMN in columns else None)
+        gated = [name for name in AGREEMENT_GATES if getattr(self.options, name) is not None]
+        if self.mos_column is None and gated:
+            raise UsageError(f"{shown(gated[0])} needs a MOS column and the table has no "
+                             f"{MOS_COLUMN!r}; {ask_for('agreement_mos_column')}",
+                             file=self.features)
+        return [self.mos_column] if self.mos_column else []
+
+    def observe(self, keys: keymod.KeyColumn, values: Observed) -> None:
         missing_any = np.zeros(len(keys), dtype=bool)
+        scores = {}
         for competitor in self.competitors:
-            status = competitor.row_status(competitor.positions(keys))
+            positions = competitor.positions(keys)
+            status = competitor.row_status(positions)
             for name in competitor.rows:
                 competitor.rows[name] += int((status == name).sum())
             missing_any |= status == "missing"
+            if self.mos_column is not None:
+                scores[competitor.name] = competitor.ok_scores(positions, status)
         self.missing_any_rows += int(missing_any.sum())
+        if self.mos_column is not None:
+            mos = _mos_values(values[self.mos_column])
+            if self.options.missing_policy == "drop":  # rows not written are not compared
+                mos = np.where(missing_any, np.nan, mos)
+            self.rows.add(keys, mos, scores)
 
     def gate(self, tally: Any) -> None:
         present = pd.Index(tally.uniques)
@@ -352,6 +463,9 @@ class ScoreJoin:
             counts = ", ".join(f"{c.name}={c.rows['missing']}" for c in self.competitors
                                if c.rows["missing"])
             raise DataError(f"missing second-opinion scores: {counts}", file=self.features)
+        if self.mos_column is not None:
+            self.agreement = self.rows.block(self.mos_column)
+            _agreement_gate(self.agreement, self.options, self.features)
 
     def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], np.ndarray | None]:
         columns: dict[str, pa.Array] = {}
@@ -381,6 +495,8 @@ class ScoreJoin:
             "input_rows": tally.rows,
             "key_column": self.key_column,
             "key_normalize": self.options.key_normalize,
+            "min_abs_plcc_logistic": self.options.min_abs_plcc_logistic,
+            "min_abs_srcc": self.options.min_abs_srcc,
             "min_coverage": float(self.options.min_coverage),
             "missing_policy": self.options.missing_policy,
             "output": self.out,
@@ -390,12 +506,13 @@ class ScoreJoin:
             "unkeyed_feature_rows": tally.unkeyed,
             "unkeyed_score_rows": sum(n for _, n, _ in self.loaded),
             "unmatched_scores": sum(s["unmatched_scores"] for s in self.stats.values()),
+            **({"agreement": self.agreement} if self.agreement is not None else {}),
         }
 
 
 def materialize_second_opinion(
-    features: str,
-    scores: Sequence[str],
+    features: str | Mapping[str, Any],
+    scores: Sequence[str | Mapping[str, Any]],
     out: str,
     *,
     audit_json: str | None = None,
@@ -404,20 +521,18 @@ def materialize_second_opinion(
 ) -> dict[str, Any]:
     """Join second-opinion scores onto ``features`` and write ``out`` (and the audit).
 
-    Paths are as written and resolve against ``run.base_dir``. Returns the audit.
+    Tables are paths as written (resolved against ``run.base_dir``), ``LABEL=PATH`` for
+    scores, or source mappings (:class:`materializer.sources.Source`). Returns the audit.
     """
     options = options or SecondOpinionOptions()
     run = run or RunContext("materialize-second-opinion-features")
     with naming_table(run.table_id):
-        specs = [ScoreSpec.parse(s) for s in scores]
+        feature = Source.parse(features)
+        specs = [Source.parse(s, labelled=True) for s in scores]
         if not specs:
             raise UsageError("at least one --scores file is required")
-        score_paths = [s.path for s in specs]
 
-        def prepare(columns: list[str]) -> ScoreJoin:
-            key_column = keymod.resolve_column(columns, options.key_column,
-                                               keymod.SCORE_KEY_CANDIDATES, shown("key_column"),
-                                               features)
+        def prepare(columns: list[str], key_column: str) -> ScoreJoin:
             loaded = [load_scores(spec, options, run) for spec in specs]
             records = pd.concat([r for r, _, _ in loaded], ignore_index=True)
             if records.empty:
@@ -426,13 +541,15 @@ def materialize_second_opinion(
             bases = _column_bases(sorted(records["competitor"].unique()), options.prefix,
                                   {spec.label for spec in specs if spec.label})
             join.check_overwrite(columns, [f"{b}_{s}" for b in bases.values() for s in SUFFIXES],
-                                 options.overwrite, features, "second-opinion columns")
-            return ScoreJoin(records, bases, key_column, options, features, out, specs, loaded)
+                                 options.overwrite, feature.path, "second-opinion columns")
+            return ScoreJoin(records, bases, key_column, options, feature.path, out, specs,
+                             loaded)
 
-        plan = join.Plan(features, out, audit_json, run,
-                         {"features": features, "scores": score_paths},
+        plan = join.Plan(feature, out, audit_json, run, {"features": feature, "scores": specs},
                          options.allow_key_merge, options.key_normalize)
-        return join.materialize(plan, score_paths, prepare)
+        key_of = join.key_resolver(feature, options.key_column, keymod.SCORE_KEY_CANDIDATES,
+                                   shown("key_column"))
+        return join.materialize(plan, specs, key_of, prepare)
 
 
 def _gate(stats: dict[str, Any], min_coverage: float, input_rows: int, file: str) -> None:
@@ -447,6 +564,17 @@ def _gate(stats: dict[str, Any], min_coverage: float, input_rows: int, file: str
                 f"{min_coverage:.3f}); unmatched score keys e.g. "
                 f"{', '.join(map(ascii, figures['unmatched_score_keys'][:3])) or 'none'}",
                 file=file)
+
+
+def _agreement_gate(agreement: Mapping[str, Any], options: SecondOpinionOptions,
+                    file: str) -> None:
+    """A scorer that does not track MOS (or a misaligned join, which looks the same) fails
+    the table, in one line naming each competitor, figure and threshold."""
+    failures = gate_failures(agreement["competitors"], options.min_abs_srcc,
+                             options.min_abs_plcc_logistic, shown)
+    if failures:
+        raise DataError(f"agreement with MOS below its gate: {'; '.join(failures)}",
+                        file=file, column=agreement["mos_column"])
 
 
 def _nullable_floats(values: np.ndarray, lost: np.ndarray) -> pa.Array:

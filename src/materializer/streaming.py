@@ -1,6 +1,7 @@
 """The streaming path: parquet feature tables larger than memory, in record batches.
 
-Pass one reads only the key column, batch by batch, so the join's core can count and
+Pass one reads only the key column (and the columns the core observes, such as ``mos``
+for the second-opinion agreement audit), batch by batch, so the join's core can count and
 apply its gate before anything is written. Pass two reads each record batch, attaches
 the core's columns (the same functions as the in-memory path, for either kind of join),
 and writes it to a temporary parquet file that is published atomically. Peak memory is
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 
 from materializer import files, publish, tableio
 from materializer import keys as keymod
-from materializer.plan import Core, Plan, attach, gated_audit
+from materializer.plan import Core, Observed, Plan, attach, gated_audit
 
 log = logging.getLogger("materializer")
 
@@ -107,17 +108,21 @@ class Progress:
 
 
 def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
-        -> Iterator[keymod.KeyColumn]:
-    """Pass one: the key column alone, batch by batch, as normalised keys.
+        -> Iterator[tuple[keymod.KeyColumn, Observed]]:
+    """Pass one: the key column and the core's observed columns (such as ``mos`` for the
+    agreement audit), batch by batch, as normalised keys and values.
 
     The key column is read as a dictionary (string columns in parquet usually are),
     so a batch costs its integer indices plus the few distinct clips it holds.
     """
     path = plan.feature_path
     reader = open_parquet(path, read_dictionary=[core.key_column])
+    observed = core.observed_columns(reader.schema_arrow.names)
+    columns = list(dict.fromkeys([core.key_column, *observed]))
     for batch in read_batches(reader, path, plan.features, batch_size=_batch_rows(),
-                              columns=[core.key_column]):
-        yield normalize(batch.column(0))
+                              columns=columns):
+        yield (normalize(batch.column(core.key_column)),
+               {name: batch.column(name) for name in observed})
 
 
 def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:

@@ -186,8 +186,8 @@ CASES = [
     # --- usage -----------------------------------------------------------------------
     mos_case("invalid-regex", ["--label-key-regex", "'([0-9'", "not a valid regular expression"],
              flags=("--label-key-regex", "([0-9"), exit_code=2),
-    mos_case("unsupported-label-format", ["l.xlsx", "unsupported table format '.xlsx'"],
-             labels=("l.xlsx",), files={"l.xlsx": "x"}, exit_code=2),
+    mos_case("unsupported-label-format", ["l.h5", "unknown table format '.h5'"],
+             labels=("l.h5",), files={"l.h5": "x"}, exit_code=2),
     Case("output-is-the-input", {"f.csv": FEATURES_CSV, "l.csv": LABELS_CSV},
          ["--features", "f.csv", "--labels", "l.csv", "--out", "./f.csv"],
          ["./f.csv", "would overwrite the input f.csv"], exit_code=2),
@@ -253,8 +253,8 @@ CASES = [
                    "s.jsonl": jsonl(score("clip1"))}),
     so_case("features-without-score-key", ["f.csv", "could not infer --key-column"],
             files={"f.csv": "clip,x\nclip1,1\n", "s.jsonl": jsonl(score("clip1"))}, exit_code=2),
-    so_case("score-out-unsupported", ["s.tsv", "unsupported table format '.tsv'"],
-            scores=("s.tsv",), files={"s.tsv": "x"}, exit_code=2),
+    so_case("score-out-unsupported", ["s.h5", "unknown table format '.h5'"],
+            scores=("s.h5",), files={"s.h5": "x"}, exit_code=2),
 ]
 
 

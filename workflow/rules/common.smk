@@ -1,16 +1,29 @@
-# What only Snakemake knows (the --configfile, the executor, its metadata), handed to
-# the library: materializer.runs loads the manifest and holds every job's body.
+# What only Snakemake knows (the manifest it was given, the executor, its metadata),
+# handed to the library: materializer.runs loads the manifest and holds every job's body.
+# The same holds when another Snakefile uses this workflow as a module with
+# `config: config`: the module's config is the manifest, read from the user's one config
+# file, and every path resolves against the user's working directory.
+import os
 import sys
 from pathlib import Path
 
 import snakemake
 from snakemake.io import IOFile
 
-from materializer import runs
-from materializer.errors import UsageError
-from materializer.manifest import ManifestError
+# The library release these rules were written for (pyproject.toml's version) and where
+# it comes from; the library in use is checked against it before anything is parsed.
+LIBRARY_VERSION = "0.1.0"
+REPOSITORY = "https://github.com/vq-materializer/vq-materializer"
+LIBRARY_INSTALL = (
+    f"pip install 'vq-materializer[workflow] @ git+{REPOSITORY}@v{LIBRARY_VERSION}' "
+    "(in a clone of that tag: pip install -e '.[workflow]')"
+)
 
-EXAMPLE_MANIFEST = Path(workflow.basedir).parent / "config" / "manifest.yaml"
+# This file's folder (workflow/rules), also when the workflow is a module elsewhere;
+# workflow.basedir would be the folder of the user's own Snakefile.
+RULES_DIR = workflow.current_basedir
+CHECKOUT = Path(str(RULES_DIR)).parents[1] if RULES_DIR.is_local else None
+EXAMPLE_MANIFEST = CHECKOUT / "config" / "manifest.yaml" if CHECKOUT else None
 
 
 def fail_before_any_job(text):
@@ -19,19 +32,59 @@ def fail_before_any_job(text):
     raise SystemExit(2)
 
 
-def load():
-    """The one --configfile (or the shipped example, loaded only then), validated."""
-    given = [str(p) for p in workflow.overwrite_configfiles]
+def import_library():
+    """The materializer library, or this checkout's src/ when it is not installed (so a
+    bare clone parses and lints; its jobs need the install); stop if neither matches."""
     try:
-        path = runs.one_manifest(given, example=str(EXAMPLE_MANIFEST))
-        if not given:
-            workflow.configfile(str(EXAMPLE_MANIFEST))
+        import materializer
+    except ModuleNotFoundError as exc:
+        if exc.name != "materializer":
+            raise
+        source = CHECKOUT / "src" if CHECKOUT else None
+        if not (source and (source / "materializer").is_dir()):
+            fail_before_any_job(
+                "error: the vq-materializer library is not installed: "
+                f"{LIBRARY_INSTALL}, or run with --sdm conda"
+            )
+        print(
+            f"note: vq-materializer is not installed, reading it from {source}; "
+            f"to run jobs: {LIBRARY_INSTALL}",
+            file=sys.stderr,
+        )
+        sys.path.insert(0, str(source))
+        import materializer
+    version = getattr(materializer, "__version__", "unknown")
+    if version != LIBRARY_VERSION:
+        fail_before_any_job(
+            f"error: vq-materializer {version} is installed but this workflow needs "
+            f"{LIBRARY_VERSION}: {LIBRARY_INSTALL}"
+        )
+
+
+import_library()
+from materializer import runs
+from materializer.errors import UsageError
+from materializer.manifest import ManifestError
+
+
+def manifest_files():
+    """The config files this run loaded: the --configfile, or the user's configfile: when
+    used as a module. Without any, the shipped example (a module given config skips it).
+    """
+    if not workflow.configfiles and EXAMPLE_MANIFEST:
+        workflow.configfile(str(EXAMPLE_MANIFEST))
+    return list(dict.fromkeys(os.path.abspath(p) for p in workflow.configfiles))
+
+
+def load():
+    """The one manifest file (its config), validated."""
+    try:
         return runs.BatchRun.load(
             config,
-            manifest_path=path,
+            manifest_path=runs.one_manifest(manifest_files()),
             base_dir=workflow.config_settings.config.get("base_dir"),
             snakefile=workflow.main_snakefile,
-            table_rules=str(Path(workflow.basedir) / "rules" / "tables.smk"),
+            table_rules=str(RULES_DIR.join("tables.smk")),
             extra_versions={"snakemake": snakemake.__version__},
         )
     except ManifestError as exc:

@@ -102,6 +102,19 @@ for _table in REPORT.of_kind("second-opinion"):
                 category="Second opinion",
                 labels={"table": _table.id, "competitor": "{competitor}"},
             ),
+            agreement=report(
+                _files["agreement"],
+                caption="../report/agreement.rst",
+                category="Agreement",
+                labels={"table": _table.id, "figure": "agreement with MOS"},
+            ),
+            pairwise=report(
+                directory(_files["pairwise"]),
+                patterns=["{figure}.png"],
+                caption="../report/pairwise.rst",
+                category="Agreement",
+                labels={"table": _table.id, "figure": "{figure}"},
+            ),
             notes=report(
                 _files["notes"],
                 caption="../report/table_notes.rst",
