@@ -29,9 +29,11 @@ FIRST_ID = 3_000_000_000
 
 
 def clip_ids(rows: int, frames_per_clip: int) -> np.ndarray:
-    """Distinct 10-digit Flickr-like ids, one per clip (deterministic)."""
+    """Distinct 10-digit Flickr-like ids, one per clip (deterministic); the step shrinks
+    for tens of millions of clips so every id keeps 10 digits."""
     clips = -(-rows // frames_per_clip)
-    return FIRST_ID + np.arange(clips, dtype=np.int64) * 7919
+    step = min(7919, (10**10 - 1 - FIRST_ID) // max(clips, 1))
+    return FIRST_ID + np.arange(clips, dtype=np.int64) * step
 
 
 def _chunk(start: int, stop: int, ids: np.ndarray, frames_per_clip: int,
@@ -131,14 +133,18 @@ def main() -> None:
     table.add_argument("--out", type=Path, required=True, help="features .parquet")
     table.add_argument("--labels", type=Path, help="labels .csv (default: beside --out)")
     table.add_argument("--features", type=int, default=N_FEATURES)
+    table.add_argument("--frames-per-clip", type=int, default=FRAMES_PER_CLIP,
+                       help="rows per clip (1: one row per clip, a million distinct keys)")
     manifest = sub.add_parser("manifest", help="a folder with a manifest of small tables")
     manifest.add_argument("--tables", type=int, required=True)
     manifest.add_argument("--rows", type=int, default=1000)
     manifest.add_argument("--dir", type=Path, required=True)
     args = parser.parse_args()
     if args.what == "table":
-        write_table(args.out, args.rows, n_features=args.features)
-        write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows)
+        write_table(args.out, args.rows, n_features=args.features,
+                    frames_per_clip=args.frames_per_clip)
+        write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows,
+                     args.frames_per_clip)
     else:
         print(write_manifest(args.dir, args.tables, args.rows))
 

@@ -10,6 +10,7 @@ the child's own ``wait4`` rusage. Runs are interleaved (floor, materializer, flo
     python benchmarks/run.py rows --rows 50000000 --repeat 1
     python benchmarks/run.py manifests --tables 10 100 1000
     python benchmarks/run.py manifests --tables 1000 --report-plots true --format json
+    python benchmarks/run.py peers --rows 1000000 10000000 --shape per-frame per-clip
 """
 
 from __future__ import annotations
@@ -89,15 +90,21 @@ def interleaved(cases: dict[str, Callable[[], dict[str, Any]]], repeat: int) \
 # --- one big table ---------------------------------------------------------------------
 
 
-def ensure_table(rows: int, features: int) -> tuple[Path, Path]:
+SHAPES = {"per-frame": generate.FRAMES_PER_CLIP, "per-clip": 1}
+"""Rows per clip: KoNViD-like frame tables, and one row per clip (KoNViD-150k, LSVQ)."""
+
+
+def ensure_table(rows: int, features: int, shape: str = "per-frame") -> tuple[Path, Path]:
     """The feature table and label CSV for ``rows`` rows, generated once."""
-    table = DATA / f"konvid-{rows}x{features}.parquet"
+    stem = "konvid" if shape == "per-frame" else "clips"
+    table = DATA / f"{stem}-{rows}x{features}.parquet"
     labels = table.with_suffix(".labels.csv")
     if not table.exists():
         print(f"generating {table.name} ...", flush=True)
-        generate.write_table(table, rows, n_features=features)
+        generate.write_table(table, rows, n_features=features,
+                             frames_per_clip=SHAPES[shape])
     if not labels.exists():
-        generate.write_labels(labels, rows)
+        generate.write_labels(labels, rows, SHAPES[shape])
     return table, labels
 
 
@@ -133,6 +140,37 @@ def bench_rows(rows: int, features: int, repeat: int, forced: bool) -> dict[str,
               for name in found if name != "floor"}
     return {"rows": rows, "features": features, "parquet_mib": table.stat().st_size / 2**20,
             "streamed": stream, "results": found, "ratio_vs_floor": ratios}
+
+
+def bench_peers(rows: int, features: int, shape: str, repeat: int) -> dict[str, Any]:
+    """The same join in polars and DuckDB beside the materializer and the floor."""
+    table, labels = ensure_table(rows, features, shape)
+    out = DATA / "out.parquet"
+    stream = table.stat().st_size > THRESHOLD_BYTES
+    floor = [sys.executable, str(HERE / "floor.py"), table.name, out.name]
+
+    def peer(engine: str) -> Callable[[], dict[str, Any]]:
+        argv = [sys.executable, str(HERE / "peers.py"), engine, table.name, labels.name,
+                out.name]
+        return lambda: measure(argv, DATA)
+
+    cases: dict[str, Callable[[], dict[str, Any]]] = {
+        "floor": lambda: measure(floor + (["--stream"] if stream else []), DATA),
+        "polars": peer("polars"), "duckdb": peer("duckdb"),
+        "materializer": lambda: measure(mos_argv(table, labels, out), DATA),
+    }
+    print(f"{shape}, {rows} rows x {features} features "
+          f"({table.stat().st_size / 2**20:.0f} MiB):", flush=True)
+    found = interleaved(cases, repeat)
+    for stale in DATA.glob("out.parquet*"):
+        stale.unlink()
+    best = {"wall_s": min(found[p]["wall_s"] for p in ("polars", "duckdb")),
+            "peak_mib": min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
+    mine = found["materializer"]
+    return {"rows": rows, "features": features, "shape": shape, "streamed": stream,
+            "parquet_mib": table.stat().st_size / 2**20, "results": found,
+            "vs_best_peer": {"wall": mine["wall_s"] / best["wall_s"],
+                             "peak": mine["peak_mib"] / best["peak_mib"]}}
 
 
 # --- many small tables -----------------------------------------------------------------
@@ -206,6 +244,11 @@ def main() -> None:
     rows.add_argument("--repeat", type=int, default=3)
     rows.add_argument("--no-forced", action="store_true",
                       help="skip the materializer forced onto the other path")
+    peers = sub.add_parser("peers", help="the same join in polars and DuckDB, side by side")
+    peers.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    peers.add_argument("--shape", choices=SHAPES, nargs="+", default=list(SHAPES))
+    peers.add_argument("--features", type=int, default=generate.N_FEATURES)
+    peers.add_argument("--repeat", type=int, default=3)
     many = sub.add_parser("manifests", help="plan, run and rerun manifests of small tables")
     many.add_argument("--tables", type=int, nargs="+", default=[10, 100, 1000])
     many.add_argument("--rows", type=int, default=1000, help="rows per table")
@@ -222,6 +265,12 @@ def main() -> None:
             forced = not args.no_forced and count <= 10_000_000
             save(f"rows-{count}", {"machine": info,
                                    **bench_rows(count, args.features, args.repeat, forced)})
+    elif args.what == "peers":
+        for shape in args.shape:
+            for count in args.rows:
+                save(f"peers-{shape}-{count}",
+                     {"machine": info, **bench_peers(count, args.features, shape,
+                                                     args.repeat)})
     else:
         for count in args.tables:
             save(variant(count, args.report_plots, args.format),

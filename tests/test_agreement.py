@@ -19,9 +19,12 @@ from scipy.optimize import curve_fit
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from materializer.agreement import competitor_agreement, gate_failures, intersection_agreement
+from materializer.readers import read_source
 
 KONVID = ROOT / "config" / "data" / "konvid-1k"
-DOVER = SHARED_REAL / "dover-predictions" / "val-kv1k.derived.csv"
+DOVER = SHARED_REAL / "dover-predictions" / "val-kv1k.pkl"
+DOVER_ORDER = SHARED_REAL / "konvid-1k" / "labels.txt"
+"""DOVER's predictions are rows in the order of this label file (its config's anno_file)."""
 COMPETITORS = ["dover_technical", "dover_aesthetic", "niqe"]
 
 
@@ -52,10 +55,13 @@ def niqe_rows() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def konvid() -> pd.DataFrame:
     """MOS, NIQE and DOVER in metadata order; DOVER's key is a path, so join on its stem."""
-    dover = pd.read_csv(_require(DOVER))
+    branches = read_source(_require(DOVER), DOVER.name)
+    order = read_source(_require(DOVER_ORDER), DOVER_ORDER.name,
+                        {"sep": ", ", "header": False, "names": ["path", "s", "fps", "mos"]})
+    dover = pd.DataFrame({"path": order.column("path").to_pylist(),
+                          "dover_technical": branches.column("fragments").to_numpy(),
+                          "dover_aesthetic": branches.column("resize").to_numpy()})
     dover["flickr_id"] = dover["path"].str.extract(r"([^/]+)\.mp4$", expand=False)
-    dover = dover.rename(columns={"dover_technical_raw": "dover_technical",
-                                  "dover_aesthetic_raw": "dover_aesthetic"})
     table = _niqe_table().merge(dover[["flickr_id", "dover_technical", "dover_aesthetic"]],
                                 on="flickr_id", validate="1:1")
     assert len(table) == 1200
@@ -229,7 +235,7 @@ def test_a_fit_that_does_not_converge(niqe_rows: pd.DataFrame) -> None:
                                niqe_rows["mos"].to_numpy()[:5])
     assert got["srcc"] is not None
     assert {k: got[k] for k in LOGISTIC_NONE} == LOGISTIC_NONE
-    assert got["note"] == "logistic fit did not converge: no logistic figures"
+    assert got["note"] == "logistic fit not converged or not identified: no logistic figures"
 
 
 @pytest.mark.usefixtures("no_warnings")
@@ -240,7 +246,7 @@ def test_a_fit_that_raises(niqe_rows: pd.DataFrame, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("scipy.optimize.curve_fit", fails)
     got = competitor_agreement(niqe_rows["niqe"].to_numpy(), niqe_rows["mos"].to_numpy())
     assert got["logistic_converged"] is False and got["plcc_logistic"] is None
-    assert got["note"] == "logistic fit did not converge: no logistic figures"
+    assert got["note"] == "logistic fit not converged or not identified: no logistic figures"
 
 
 @pytest.mark.usefixtures("no_warnings")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ok, snakemake
-from test_agreement_join import COMPETITORS, FEATURES, LABELS, write_sidecars
+from test_agreement_join import COMPETITORS, FEATURES, LABELS, SOURCES, score_sources
 from test_html_report import embedded
 
 from materializer import plots
@@ -26,23 +26,22 @@ SO_AUDITS = {"konvid-three": "so/three.parquet.audit.json",
 def write_manifest(folder: Path) -> None:
     """KoNViD-1k MOS onto VIDEVAL's features, then two second-opinion tables on it: the
     three scorers together (gated), and NIQE alone."""
-    scores = [spec.replace("=", "=scores/") for spec in write_sidecars(folder / "scores")]
+    scores = score_sources()
     manifest = {
         "mos_labels": {
             "report_json": "reports/mos.json", "report_md": "reports/mos.md",
-            "tables": [{"id": "konvid", "features": str(FEATURES), "labels": [str(LABELS)],
-                        "feature_key_column": "flickr_id", "label_key_column": "flickr_id",
+            "tables": [{"id": "konvid", "features": FEATURES, "labels": [str(LABELS)],
+                        "label_key_column": "flickr_id",
                         "min_match_rate": 1.0, "out": "mos/konvid.parquet"}]},
         "second_opinion": {
-            "defaults": {"key_column": "flickr_id", "score_key_field": "path",
-                         "key_normalize": "stem"},
+            "defaults": {"key_column": "flickr_id", "key_normalize": "stem"},
             "report_json": "reports/so.json", "report_md": "reports/so.md",
             "tables": [
                 {"id": "konvid-three", "features": "mos/konvid.parquet", "scores": scores,
                  "out": "so/three.parquet", "min_abs_srcc": 0.5,
                  "min_abs_plcc_logistic": {"dover_technical": 0.8}},
                 {"id": "konvid-niqe", "features": "mos/konvid.parquet",
-                 "scores": ["niqe=scores/niqe.parquet"], "out": "so/niqe.jsonl"}]},
+                 "scores": [SOURCES["niqe"]], "out": "so/niqe.jsonl"}]},
     }
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False),
                                           encoding="utf-8")

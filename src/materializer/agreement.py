@@ -59,17 +59,37 @@ def _finite_pairs(scores: np.ndarray, mos: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    """VQEG four-parameter logistic; |b4| keeps the slope scale positive."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
+    """VQEG four-parameter logistic; |b4| keeps the slope scale positive.
+
+    ``(b1 - b2) / (1 + exp(-z)) + b2`` as ``(b1 - b2) * expit(z) + b2``: numpy's SIMD
+    ``exp`` can differ in the last bit with an array's place in memory, and an
+    ill-conditioned fit can end elsewhere; scipy's ``expit`` is the same scalar function
+    for every element (see also ``IDENTIFIED``).
+    """
+    from scipy.special import expit
+
+    return (b1 - b2) * expit((x - b3) / np.abs(b4)) + b2
+
+
+IDENTIFIED = 1e4
+"""A fit whose parameter standard error exceeds this many times the parameter is not
+identified: the data do not pin the curve down (a step between two groups of scores
+leaves the midpoint and slope free), so where the optimiser stops depends on rounding
+in the last bit, and its figures would not repeat from run to run."""
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray | None:
-    """Fitted [b1..b4], or None when the fit fails or maps every score to one value."""
+    """Fitted [b1..b4], or None when the fit fails, is not identified (``IDENTIFIED``),
+    or maps every score to one value."""
     from scipy.optimize import curve_fit
 
     try:
-        params, _ = curve_fit(logistic, x, y, p0=start)
+        params, covariance = curve_fit(logistic, x, y, p0=start)
     except (RuntimeError, ValueError, TypeError, FloatingPointError):
+        return None
+    spread = np.sqrt(np.abs(np.diag(covariance)))
+    if not (np.all(np.isfinite(spread))
+            and np.all(spread <= IDENTIFIED * np.maximum(np.abs(params), 1e-12))):
         return None
     fitted = logistic(x, *params)
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(fitted)) and np.ptp(fitted) > 0):
@@ -219,7 +239,7 @@ def competitor_agreement(scores: np.ndarray, mos: np.ndarray) -> dict:
             return figures
         logistic = _logistic_figures(x, y)
         if logistic is None:
-            figures["note"] = "logistic fit did not converge: no logistic figures"
+            figures["note"] = "logistic fit not converged or not identified: no logistic figures"
             return figures
         figures.update(logistic)
     return figures

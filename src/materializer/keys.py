@@ -8,6 +8,7 @@ then the path mode, then the regex. All steps are column-wide.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array:
     Unicode NFC (a macOS NFD file name matches the same name typed elsewhere), with
     Arrow's string kernels, column-wide.
     """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array) and (pa.types.is_string(values.type)
+                                         or pa.types.is_large_string(values.type)):
+        return _blank_to_null(pc.utf8_normalize(pc.utf8_trim_whitespace(
+            values.cast(pa.string())), form="NFC"))
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     series = series.reset_index(drop=True)
     if pd.api.types.is_float_dtype(series.dtype):
@@ -103,19 +110,25 @@ class KeyColumn:
 
     A per-frame table repeats each clip's key hundreds of times; matching and counting
     on integer codes instead of a million Python strings keeps the join near the cost
-    of reading the table. ``uniques`` are the distinct keys in order of first
-    appearance; ``codes`` holds one position per row, -1 where the row has no key.
+    of reading the table. ``keys`` are the distinct keys (Arrow text) in order of first
+    appearance, matched with Arrow's hash kernels; ``codes`` holds one position per row,
+    -1 where the row has no key.
     """
 
     codes: np.ndarray
-    uniques: np.ndarray
+    keys: pa.Array
 
     @classmethod
     def empty(cls) -> KeyColumn:
-        return cls(np.empty(0, dtype=np.intp), np.empty(0, dtype=object))
+        return cls(np.empty(0, dtype=np.intp), pa.array([], type=pa.string()))
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    @functools.cached_property
+    def uniques(self) -> np.ndarray:
+        """The distinct keys as Python strings (for samples and pandas), built once."""
+        return self.keys.to_numpy(zero_copy_only=False)
 
     @property
     def unkeyed(self) -> np.ndarray:
@@ -129,85 +142,89 @@ class KeyColumn:
         return pd.Series(keys, index=index, dtype=object)
 
 
-class KeyNormalizer:
-    """Normalise the key column of one table, batch after batch, remembering text keys.
+def positions_in(keys: pa.Array, known: pa.Array) -> np.ndarray:
+    """Where each of ``keys`` is in ``known`` (distinct keys), -1 where absent: one Arrow
+    hash join, not an object-array indexer."""
+    found = pc.index_in(keys, value_set=known)
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
 
-    Steps: text (``as_text``), then the path mode (basename or stem, splitting on ``/``
-    and ``\\``), then the side's regex if any. The streaming path sees the same clips in
-    every batch of both passes, so each distinct text value is normalised once per run.
-    It also records raw keys that the path mode folds into one key (``/a/0001.mp4`` and
-    ``/b/0001.mp4``): they may be different clips, see ``refuse_merges``.
+
+class KeyNormalizer:
+    """Normalise the key column of one table, batch after batch.
+
+    Steps, column-wide on Arrow kernels: text (``as_text``), then the path mode (basename
+    or stem, splitting on ``/`` and ``\\``), then the side's regex if any (RE2, or
+    Python ``re`` where only it gives Python's result; see ``regex_keys``). It also
+    records raw keys that the path mode folds into one key (``/a/0001.mp4`` and
+    ``/b/0001.mp4``), across batches: they may be different clips, see ``refuse_merges``.
     """
 
     def __init__(self, column: str, mode: str, regex: re.Pattern[str] | None) -> None:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        self._known_texts = pd.Index([], dtype=object)  # raw texts normalised so far
-        self._known_keys = np.empty(0, dtype=object)  # and their keys
-        self._owner_keys = pd.Index([], dtype=object)  # path-normalised keys seen so far
-        self._owner_texts = np.empty(0, dtype=object)  # the first text of each
+        self._owner_keys = pa.array([], type=pa.string())  # path-normalised keys so far
+        self._owner_texts = pa.array([], type=pa.string())  # the first text of each
         self.merged: set[str] = set()
         self.example: tuple[str, str, str] | None = None
 
     def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
         raw_codes, distinct = _factorize(values)
-        if not isinstance(distinct.dtype, pd.StringDtype):
-            return _recode(raw_codes, self._normalize(distinct))
-        texts = distinct.to_numpy(dtype=object, na_value=None)
-        if not len(self._known_texts):  # the first batch (or the whole table)
-            self._known_texts, self._known_keys = pd.Index(texts), self._normalize(distinct)
-            return _recode(raw_codes, self._known_keys)
-        at = self._known_texts.get_indexer(texts)
-        new = at < 0
-        if new.any():
-            self._known_keys = np.concatenate([self._known_keys,
-                                               self._normalize(distinct[new])])
-            self._known_texts = self._known_texts.append(pd.Index(texts[new]))
-            at[new] = len(self._known_texts) - int(new.sum()) + np.arange(int(new.sum()))
-        return _recode(raw_codes, self._known_keys[at])
-
-    def _normalize(self, distinct: pd.Series) -> np.ndarray:
         text = as_text(distinct)
-        keys = text
-        if self.mode != "raw":  # RE2 kernels: basename, then stem, on both separators
-            keys = pc.replace_substring_regex(text, r"[/\\]+$", "")
-            keys = pc.replace_substring_regex(keys, r"^.*[/\\]", "")
-            if self.mode == "stem":
-                keys = pc.replace_substring_regex(keys, r"^(.+)\.[^.]*$", r"\1")
-            keys = _blank_to_null(pc.utf8_trim_whitespace(keys))
-            self._track_merges(text, keys)
-        found = keys.to_numpy(zero_copy_only=False)
-        if self.regex is None:
-            return found
-        picked = pd.Series(found, dtype=object).map(_regex_picker(self.regex),
-                                                    na_action="ignore")
-        return _blank_to_null(pc.utf8_trim_whitespace(
-            pa.array(picked, type=pa.string(), from_pandas=True))).to_numpy(zero_copy_only=False)
+        path_keys = self._path_mode(text)
+        keys = path_keys if self.regex is None else \
+            _blank_to_null(pc.utf8_trim_whitespace(regex_keys(path_keys, self.regex)))
+        encoded = pc.dictionary_encode(keys)
+        if self.mode != "raw":  # a merge is the path mode's doing; the regex's is asked for
+            self._track_merges(text, encoded if self.regex is None
+                               else pc.dictionary_encode(path_keys))
+        return _recode(raw_codes, encoded)
 
-    def _track_merges(self, text: pa.Array, keys: pa.Array) -> None:
+    def _path_mode(self, text: pa.Array) -> pa.Array:
+        """Basename, then stem, splitting on both separators (RE2 kernels)."""
+        if self.mode == "raw":
+            return text
+        keys = pc.replace_substring_regex(text, r"[/\\]+$", "")
+        keys = pc.replace_substring_regex(keys, r"^.*[/\\]", "")
+        if self.mode == "stem":
+            keys = pc.replace_substring_regex(keys, r"^(.+)\.[^.]*$", r"\1")
+        return _blank_to_null(pc.utf8_trim_whitespace(keys))
+
+    def _track_merges(self, text: pa.Array, encoded: pa.DictionaryArray) -> None:
         """Remember the first text of each key; a second, different text is a merge.
 
-        Vectorised over the distinct values of a batch: the known keys are an index
-        into the texts that first had them."""
-        pairs = pa.table({"text": text, "key": keys}).drop_null() \
-            .group_by(["key", "text"], use_threads=False).aggregate([])
-        if pairs.num_rows == 0:
-            return
-        key = pairs.column("key").to_numpy(zero_copy_only=False)
-        texts = pairs.column("text").to_numpy(zero_copy_only=False)
-        known = self._owner_keys.get_indexer(key)
-        fresh_rows = np.flatnonzero(known < 0)
-        fresh_keys, first = np.unique(key[fresh_rows], return_index=True)
-        self._owner_keys = self._owner_keys.append(pd.Index(fresh_keys))
-        self._owner_texts = np.concatenate([self._owner_texts, texts[fresh_rows[first]]])
-        owner = self._owner_texts[self._owner_keys.get_indexer(key)]
-        clash = owner != texts
-        if clash.any():
-            self.merged.update(key[clash].tolist())
-            if self.example is None:
-                at = int(np.flatnonzero(clash)[0])
-                self.example = (str(owner[at]), str(texts[at]), str(key[at]))
+        On the distinct texts of a batch and their encoded keys: a key's first text in
+        the batch (codes count up in order of first appearance), then the owners of keys
+        from earlier batches, by one Arrow hash lookup of the batch's distinct keys."""
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        before = np.maximum.accumulate(np.concatenate([[-1], codes]))[:-1]
+        first = np.flatnonzero(codes > before)  # first[k]: the first row of key k
+        rows = np.flatnonzero(codes >= 0)
+        repeats = rows[first[codes[rows]] != rows]
+        clashes = []
+        if len(repeats):  # texts that share a key with an earlier text of this batch
+            owner = text.take(pa.array(first[codes[repeats]]))
+            mine = text.take(pa.array(repeats))
+            differ = pc.fill_null(pc.not_equal(owner, mine), False)
+            clashes.append((owner.filter(differ), mine.filter(differ)))
+        batch_texts = text.take(pa.array(first, type=pa.int64()))
+        known = pc.index_in(encoded.dictionary, value_set=self._owner_keys) \
+            if len(self._owner_keys) else pa.nulls(len(first), pa.int32())
+        seen = pc.is_valid(known)
+        if pc.any(seen).as_py():
+            owner = self._owner_texts.take(known.filter(seen))
+            mine = batch_texts.filter(seen)
+            differ = pc.fill_null(pc.not_equal(owner, mine), False)
+            clashes.append((owner.filter(differ), mine.filter(differ)))
+        fresh = pc.invert(seen)
+        self._owner_keys = pa.concat_arrays([self._owner_keys, encoded.dictionary.filter(fresh)])
+        self._owner_texts = pa.concat_arrays([self._owner_texts, batch_texts.filter(fresh)])
+        for owner, mine in clashes:
+            if len(owner):
+                merged = self._path_mode(mine).to_pylist()
+                self.merged.update(merged)
+                if self.example is None:
+                    self.example = (owner[0].as_py(), mine[0].as_py(), merged[0])
 
     def refuse_merges(self, allow: bool, file: str) -> None:
         """Fail on the first two raw keys that became one, unless merging is allowed."""
@@ -221,35 +238,84 @@ class KeyNormalizer:
             column=self.column)
 
 
-def _recode(raw_codes: np.ndarray, normalized: np.ndarray) -> KeyColumn:
+def _recode(raw_codes: np.ndarray, encoded: pa.DictionaryArray) -> KeyColumn:
     """Row codes into the distinct normalised keys (missing keys become -1)."""
-    key_codes, uniques = pd.factorize(normalized, use_na_sentinel=True)
+    key_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     codes = np.full(len(raw_codes), -1, dtype=np.intp)
     present = raw_codes >= 0
     codes[present] = key_codes[raw_codes[present]]
-    return KeyColumn(codes, np.asarray(uniques, dtype=object))
+    return KeyColumn(codes, encoded.dictionary)
 
 
-def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pd.Series]:
-    """Codes per row (-1 for null) and the distinct raw values they point to."""
-    if isinstance(values, pa.ChunkedArray) and pa.types.is_dictionary(values.type):
-        values = values.unify_dictionaries().combine_chunks() if values.num_chunks \
-            else pa.array([], type=values.type)
-    if isinstance(values, pa.DictionaryArray):
-        # A parquet string column read as a dictionary: factorise the small integer
-        # indices and look at only the dictionary entries that rows use.
-        indices = pc.fill_null(values.indices, -1).to_numpy(zero_copy_only=False)
-        codes = np.full(len(indices), -1, dtype=np.intp)
-        present = indices >= 0
-        codes[present], used = pd.factorize(indices[present])
-        return codes, values.dictionary.take(pa.array(used, type=pa.int64())).to_pandas()
-    series = values if isinstance(values, pd.Series) else values.to_pandas()
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    return codes, pd.Series(uniques)
+def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
+        -> tuple[np.ndarray, pa.Array | pd.Series]:
+    """Codes per row (-1 for null) and the distinct raw values they point to.
+
+    Arrow's hash kernel for Arrow columns and pandas columns of one type; a column of
+    mixed Python types (JSON keys holding numbers and text) goes through pandas."""
+    if isinstance(values, pd.Series):
+        try:
+            values = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+            return codes, pd.Series(uniques, dtype=object)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks else \
+            pa.array([], type=values.type)
+    if isinstance(values, pa.DictionaryArray):  # a parquet text column read as such
+        # Re-encode the dictionary (it may hold duplicates or unused entries), then map
+        # the row indices through it: only the dictionary's strings are hashed.
+        inner = pc.dictionary_encode(values.dictionary)
+        indices = pc.take(inner.indices, values.indices)
+        used = pc.unique(pc.drop_null(indices))
+        order = positions_in(indices, used)
+        return order, inner.dictionary.take(used)
+    encoded = pc.dictionary_encode(values)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    return codes.astype(np.intp, copy=False), encoded.dictionary
 
 
-def _regex_picker(regex: re.Pattern[str]):
-    """Group 1 of the first match (or the whole match); no match means no key."""
+@functools.lru_cache(maxsize=64)
+def re2_form(pattern: str, flags: int, groups: int) -> str | None:
+    """``pattern`` as an RE2 pattern matching whole keys whose group 1 is Python's pick
+    (group 1 of ``re.search``, else the whole match), or None when only Python ``re``
+    gives Python's result: RE2 cannot compile it (look-around, backreferences, ...) or
+    it holds a construct that means something else there (``\\s``, ``{,n}``, POSIX
+    classes, ``\\Z``). Used on ASCII keys only, where ``\\d``, ``\\w`` and ``\\b`` agree.
+    """
+    if flags & ~(re.UNICODE | re.IGNORECASE) or any(
+            token in pattern for token in (r"\s", r"\S", "[:", r"\Z", "{,", "(?#")):
+        return None
+    body = pattern if groups else f"({pattern})"
+    wrapped = f"^(?s:.*?)(?:{body})(?s:.*)$"
+    try:
+        pc.match_substring_regex(pa.array([""]), wrapped)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return wrapped
+
+
+def regex_keys(keys: pa.Array, regex: re.Pattern[str]) -> pa.Array:
+    """Group 1 of the first match (or the whole match) of every key; no match, no key.
+
+    RE2 on Arrow where it gives Python's result (ASCII keys, a pattern ``re2_form``
+    accepts); Python ``re`` for the other keys, so results never depend on the engine.
+    """
+    wrapped = re2_form(regex.pattern, regex.flags, regex.groups)
+    if wrapped is None:
+        return _python_regex(keys, regex)
+    ascii_keys = pc.fill_null(pc.string_is_ascii(keys), True)
+    picked = pc.if_else(pc.match_substring_regex(keys, wrapped),
+                        pc.replace_substring_regex(keys, wrapped, r"\1"),
+                        pa.scalar(None, pa.string()))
+    if pc.all(ascii_keys).as_py():
+        return picked
+    others = pc.invert(ascii_keys)
+    return pc.replace_with_mask(picked, others, _python_regex(keys.filter(others), regex))
+
+
+def _python_regex(keys: pa.Array, regex: re.Pattern[str]) -> pa.Array:
+    """The reference rule, one ``re.search`` per distinct key."""
     search = regex.search
 
     def pick(text: str) -> str | None:
@@ -258,4 +324,5 @@ def _regex_picker(regex: re.Pattern[str]):
             return None
         return found.group(1) if regex.groups else found.group(0)
 
-    return pick
+    picked = [None if text is None else pick(text) for text in keys.to_pylist()]
+    return pa.array(picked, type=pa.string())

@@ -48,15 +48,15 @@ class LabelSet:
     extras: list[str] = field(default_factory=list)
     types: dict[str, pa.DataType] = field(default_factory=dict)
     _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
-    _index: pd.Index | None = field(default=None, repr=False)
-    _last: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _keys: pa.Array | None = field(default=None, repr=False)
+    _last: tuple[pa.Array, np.ndarray] | None = field(default=None, repr=False)
 
     @property
-    def index(self) -> pd.Index:
-        """The label keys as an index (built once: the streaming path asks per batch)."""
-        if self._index is None:
-            self._index = pd.Index(self.table["key"])
-        return self._index
+    def keys(self) -> pa.Array:
+        """The label keys as Arrow text (built once: the streaming path asks per batch)."""
+        if self._keys is None:
+            self._keys = pa.array(self.table["key"].to_numpy(object), type=pa.string())
+        return self._keys
 
     def array(self, column: str) -> pa.Array:
         """One label column as an Arrow array of its output type (built once)."""
@@ -67,13 +67,13 @@ class LabelSet:
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
         """The label row of each distinct feature key, -1 where there is none."""
-        return self.rows_of(keys.uniques)
+        return self.rows_of(keys.keys)
 
-    def rows_of(self, uniques: np.ndarray) -> np.ndarray:
-        """``positions`` for an array of distinct keys. The in-memory join asks three
+    def rows_of(self, keys: pa.Array) -> np.ndarray:
+        """``positions`` for distinct keys (Arrow text). The in-memory join asks three
         times for the same array (count, gate, columns): the lookup runs once."""
-        if self._last is None or self._last[0] is not uniques:
-            self._last = (uniques, self.index.get_indexer(uniques))
+        if self._last is None or self._last[0] is not keys:
+            self._last = (keys, keymod.positions_in(keys, self.keys))
         return self._last[1]
 
 
@@ -289,16 +289,17 @@ class Coverage:
         return self.matched_keys / self.denominator if self.denominator else 0.0
 
 
-def coverage_of(uniques: np.ndarray, in_labels: np.ndarray, *, unkeyed_rows: int,
+def coverage_of(keys: pa.Array, in_labels: np.ndarray, *, unkeyed_rows: int,
                 matched_rows: int, input_rows: int) -> Coverage:
     """Coverage from the distinct feature keys (first-appearance order) and row counts."""
+    unmatched = np.flatnonzero(~in_labels)[:SAMPLE_SIZE]
     return Coverage(
-        total_keys=len(uniques),
+        total_keys=len(keys),
         matched_keys=int(in_labels.sum()),
         unkeyed_rows=unkeyed_rows,
         matched_rows=matched_rows,
         input_rows=input_rows,
-        unmatched_feature_keys=[str(k) for k in uniques[~in_labels][:SAMPLE_SIZE]],
+        unmatched_feature_keys=keys.take(pa.array(unmatched, type=pa.int64())).to_pylist(),
     )
 
 
@@ -312,11 +313,10 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
             file=file)
 
 
-def unmatched_label_keys(labels: LabelSet, feature_uniques: np.ndarray) -> list[str]:
+def unmatched_label_keys(labels: LabelSet, feature_keys: pa.Array) -> list[str]:
     """A few label keys (in label order) that no feature row has."""
-    present = pd.Index(feature_uniques)
-    missing = present.get_indexer(labels.table["key"].to_numpy(object)) < 0
-    return [str(k) for k in labels.table["key"][missing].iloc[:SAMPLE_SIZE]]
+    missing = pc.invert(pc.is_in(labels.keys, value_set=feature_keys))
+    return labels.keys.filter(missing).slice(0, SAMPLE_SIZE).to_pylist()
 
 
 def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
@@ -376,7 +376,7 @@ class LabelJoin:
         self.matched_rows += int((per_key[keys.codes[~keys.unkeyed]] >= 0).sum())
 
     def gate(self, tally: Any) -> None:
-        uniques = tally.uniques
+        uniques = tally.keys
         self.coverage = coverage_of(uniques, self.labels.rows_of(uniques) >= 0,
                                     unkeyed_rows=tally.unkeyed, matched_rows=self.matched_rows,
                                     input_rows=tally.rows)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from materializer import keys as keymod
 from materializer.errors import DataError
@@ -30,23 +30,23 @@ class KeyTally:
     def __init__(self) -> None:
         self.rows = 0
         self.unkeyed = 0
-        self._batches: list[np.ndarray] = []
+        self._batches: list[pa.Array] = []
 
     def add(self, keys: keymod.KeyColumn) -> None:
         self.rows += len(keys)
         self.unkeyed += int(keys.unkeyed.sum())
-        self._batches.append(keys.uniques)
+        self._batches.append(keys.keys)
         if len(self._batches) > 64:  # bounded: fold the distinct keys now and then
-            self._batches = [self.uniques]
+            self._batches = [self.keys]
 
     @property
-    def uniques(self) -> np.ndarray:
-        """Distinct keys in order of first appearance, as in one in-memory pass."""
+    def keys(self) -> pa.Array:
+        """Distinct keys (Arrow text) in order of first appearance, as in one pass."""
         if len(self._batches) == 1:
             return self._batches[0]
         if not self._batches:
-            return np.empty(0, dtype=object)
-        return np.asarray(pd.unique(np.concatenate(self._batches)), dtype=object)
+            return pa.array([], type=pa.string())
+        return pc.unique(pa.chunked_array(self._batches, type=pa.string()))
 
 
 Observed = Mapping[str, pa.Array | pa.ChunkedArray]

@@ -72,6 +72,7 @@ def publish(
         out_description = provenance.describe_path(temp_table)
         out_description["path"] = out
         audit = dict(audit)
+        audit["writer"] = tableio.writer_settings(fmt)
         audit["run_provenance"] = provenance.build_provenance(
             entrypoint=run.entrypoint,
             argv=run.argv,

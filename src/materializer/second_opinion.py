@@ -116,7 +116,10 @@ def _field_per_competitor(levels: Sequence[pd.DataFrame], candidates: Sequence[s
         found = _filled_field(levels, candidates, exact, rows)
         if found is not None:
             level, column = found
-            values[rows] = levels[level][column][rows].astype(object)
+            if rows.all():  # one competitor per file, the common case: keep its dtype
+                values = levels[level][column].copy()
+            else:
+                values[rows] = levels[level][column][rows].astype(object)
             chosen[name] = f"{('', 'summary.')[level]}{column}"
     return values, chosen
 
@@ -134,13 +137,25 @@ def _filled_field(levels: Sequence[pd.DataFrame], candidates: Sequence[str], exa
     return None
 
 
+def _text(values: pd.Series) -> pd.Series:
+    """Each present value's text, trimmed (column-wide string methods); missing stays."""
+    return values.astype(object).where(values.notna(), None).astype("string").str.strip() \
+        .astype(object).where(lambda v: v.notna(), None)
+
+
 def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str,
              at_least_zero: bool = False) -> pd.Series:
     """Present values as floats; a present value that is not a finite number (or, with
-    ``at_least_zero``, a negative one, such as a runtime) fails."""
+    ``at_least_zero``, a negative one, such as a runtime) fails. A column of numbers is
+    taken as it is; only a column of mixed Python values is looked at value by value
+    (true/false is not a number)."""
     present = values.notna()
-    is_bool = values.map(lambda v: isinstance(v, bool), na_action="ignore").fillna(False)
-    numbers = pd.to_numeric(values.where(~is_bool.astype(bool), "bool"), errors="coerce")
+    if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+            values.dtype):
+        numbers = values.astype("float64")
+    else:
+        is_bool = values.map(lambda v: isinstance(v, bool), na_action="ignore").fillna(False)
+        numbers = pd.to_numeric(values.where(~is_bool.astype(bool), "bool"), errors="coerce")
     finite = numbers.astype("float64")
     bad = present & ~np.isfinite(finite)
     if at_least_zero:
@@ -207,7 +222,7 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
     keys = _score_keys(levels, key_fields, named is not None, options, spec.path)
 
     competitor, _ = _first(levels, ("competitor",))
-    competitor = competitor.map(lambda v: str(v).strip() or None, na_action="ignore")
+    competitor = _text(competitor).replace("", None)
     if spec.label:
         competitor = competitor.fillna(spec.label)
     if competitor.isna().any():
@@ -226,7 +241,7 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
     runtime = _numbers(runtime, keys, spec.path, "runtime", at_least_zero=True) \
         .fillna(frame_runtime)
     status_raw, _ = _first(levels, ("status",))
-    status_text = status_raw.map(lambda v: str(v).strip().lower(), na_action="ignore").fillna("")
+    status_text = _text(status_raw).str.lower().fillna("")
     ok = status_text.isin(OK_STATUSES).to_numpy()
     for name in pd.unique(competitor):
         rows = (competitor == name).to_numpy()
@@ -295,19 +310,19 @@ class _Competitor:
 
     def __init__(self, name: str, records: pd.DataFrame, base: str) -> None:
         self.name, self.records, self.base = name, records.reset_index(drop=True), base
-        self.index = pd.Index(self.records["key"])
+        self.keys = pa.array(self.records["key"].to_numpy(object), type=pa.string())
         self.status = self.records["status"].to_numpy(object)
         self.scores = self.records["score"].to_numpy(dtype="float64")
         self.rows = {"ok": 0, "bad": 0, "missing": 0}
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
+        self._last: tuple[pa.Array, np.ndarray] | None = None
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
         """The record of each feature row, -1 where there is none (or no key).
 
         The in-memory join asks twice for the same keys (count, then columns): the
         lookup of the distinct keys runs once."""
-        if self._last is None or self._last[0] is not keys.uniques:
-            self._last = (keys.uniques, self.index.get_indexer(keys.uniques))
+        if self._last is None or self._last[0] is not keys.keys:
+            self._last = (keys.keys, keymod.positions_in(keys.keys, self.keys))
         per_key = self._last[1]
         positions = np.full(len(keys), -1, dtype=np.intp)
         keyed = ~keys.unkeyed
@@ -439,10 +454,11 @@ class ScoreJoin:
             self.rows.add(keys, mos, scores)
 
     def gate(self, tally: Any) -> None:
-        present = pd.Index(tally.uniques)
+        present = tally.keys
         for competitor in self.competitors:
             keys = competitor.records["key"]
-            unmatched = present.get_indexer(keys.to_numpy(object)) < 0
+            unmatched = ~pc.is_in(competitor.keys, value_set=present) \
+                .to_numpy(zero_copy_only=False)
             found = competitor.rows["ok"] + competitor.rows["bad"]
             self.stats[competitor.name] = {
                 "bad_rows": competitor.rows["bad"],

@@ -155,12 +155,13 @@ def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
             for batch in read_ahead(batches):
                 table = attached(batch)
                 if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema)
+                    writer = pq.ParquetWriter(target, table.schema,
+                                              **tableio.parquet_options(table.schema))
                 writer.write_table(table)
                 done += batch.num_rows
                 progress.update(done)
             if writer is None:  # an empty table still gets its schema and new columns
-                pq.write_table(attached(None), target)
+                tableio.write_table_to(attached(None), "parquet", target)
         finally:
             if writer is not None:
                 writer.close()

@@ -53,7 +53,12 @@ def import_library():
         )
         sys.path.insert(0, str(source))
         import materializer
-    version = getattr(materializer, "__version__", "unknown")
+    return materializer
+
+
+def check_library_version(library):
+    """Stop (exit 2) unless the library is the release these rules were written for."""
+    version = getattr(library, "__version__", "unknown")
     if version != LIBRARY_VERSION:
         fail_before_any_job(
             f"error: vq-materializer {version} is installed but this workflow needs "
@@ -61,7 +66,7 @@ def import_library():
         )
 
 
-import_library()
+check_library_version(import_library())
 from materializer import runs
 from materializer.errors import UsageError
 from materializer.manifest import ManifestError

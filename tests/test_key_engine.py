@@ -1,0 +1,112 @@
+"""The key engine on Arrow kernels gives exactly what the Python rules give.
+
+Regex keys run on RE2 where it gives Python's result and on Python ``re`` elsewhere
+(``keys.regex_keys``); key tables of every shape (no match, all null, one key for a
+million rows, a million keys) give the coverage a plain pandas computation gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from materializer import keys
+
+REGEXES = [
+    r"([0-9]+)", r"^(.*?)(?:NEW)?$", r"([0-9]{3})?x", r"[a-z]+", r"(\d+)_(\w+)", r"(?i)new",
+    r"(a|ab)(c|bcd)?", r"^$", r"(?:x)*", r"\bfoo\b", r"[^/]+$", r"([0-9]{10})\.mp4$",
+    r"^([^_]+)_", r"(.)(.)?$", r"[.]", r"\d{2,}",
+    # Only Python re can run these (RE2 has no look-around or backreferences; \s and
+    # {,n} mean something else there): the engine must fall back, with equal results.
+    r"(?<=_)\d+", r"(\w)\1", r"\s+(\S+)", r"x{,2}y", r"(?=a)\w",
+]
+ALPHABET = st.sampled_from(list("abcxyz019_./\\- NEW") + ["é", "٣", "ﬁ", "İ", "\u00a0", "foo"])
+
+
+def python_rule(regex: re.Pattern[str], text: str | None) -> str | None:
+    """The documented rule: group 1 of the first match, else the whole match; a blank
+    result (or no match) is no key."""
+    if text is None:
+        return None
+    found = regex.search(text)
+    picked = None if found is None else (found.group(1) if regex.groups else found.group(0))
+    return picked or None
+
+
+def engine(regex: re.Pattern[str], texts: list[str | None]) -> list[str | None]:
+    return [value or None for value in
+            keys.regex_keys(pa.array(texts, type=pa.string()), regex).to_pylist()]
+
+
+@pytest.mark.parametrize("pattern", REGEXES)
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.lists(ALPHABET, max_size=8).map("".join)),
+                      max_size=30))
+def test_regex_keys_equal_the_python_rule(pattern: str, texts: list[str | None]) -> None:
+    regex = re.compile(pattern)
+    assert engine(regex, texts) == [python_rule(regex, t) for t in texts]
+
+
+def test_both_engines_are_exercised() -> None:
+    """The plain patterns run on RE2, the others on Python re (else the test above
+    would compare Python with itself)."""
+    fast = [p for p in REGEXES if keys.re2_form(p, re.compile(p).flags, re.compile(p).groups)]
+    assert len(fast) == 16 and set(REGEXES) - set(fast) == set(REGEXES[16:])
+
+
+def test_non_ascii_keys_take_the_python_rule_where_classes_differ() -> None:
+    """``\\d`` is any Unicode digit for Python, ASCII for RE2: a key with an
+    Arabic-Indic digit gets Python's answer."""
+    regex = re.compile(r"(\d+)")
+    assert engine(regex, ["clip_٣٤", "clip_34", None]) == ["٣٤", "34", None]
+
+
+# --- tables of every shape: the audit's coverage equals pandas on the same keys ---------
+
+
+def coverage_by_pandas(features: pd.Series, labels: pd.Series, regex: str | None) -> dict:
+    extract = (lambda s: s.str.extract(regex, expand=False)) if regex else (lambda s: s)
+    feature_keys = extract(features.str.strip()).replace("", np.nan)
+    label_keys = set(labels.dropna())
+    matched = feature_keys.isin(label_keys)
+    return {"input_rows": len(features), "matched_rows": int(matched.sum()),
+            "unkeyed_rows": int(feature_keys.isna().sum()),
+            "total_feature_keys": int(feature_keys.nunique())}
+
+
+SHAPES = {
+    "regex-matches-nothing": (lambda n: [f"clip_{i}" for i in range(n)], r"(\d{12})"),
+    "all-null": (lambda n: [None] * n, None),
+    "one-key-for-a-million-rows": (lambda n: ["clip_0"] * n, None),
+    "a-million-keys": (lambda n: [f"clip_{i}" for i in range(n)], None),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("stream", ["never", "always"])
+def test_tables_of_every_shape_count_like_pandas(tmp_path: Path, mos, monkeypatch, shape: str,
+                                                 stream: str) -> None:
+    make, regex = SHAPES[shape]
+    rows = 1_000_000
+    features = pd.Series(make(rows), dtype=object)
+    pd.DataFrame({"clip_id": features, "x": np.arange(rows, dtype=np.float32)}) \
+        .to_parquet(tmp_path / "f.parquet", index=False)
+    labels = pd.Series([f"clip_{i}" for i in range(0, rows, 2)])
+    pd.DataFrame({"clip_id": labels, "mos": 3.0}).to_csv(tmp_path / "l.csv", index=False)
+    monkeypatch.setenv("MATERIALIZER_STREAM", stream)
+    done = mos("--features", "f.parquet", "--labels", "l.csv", "--min-match-rate", "0",
+               *(["--feature-key-regex", regex] if regex else []),
+               "--out", "o.parquet", "--audit-json", "a.json")
+    assert done.returncode == 0, done.stderr
+    audit = json.loads((tmp_path / "a.json").read_text())
+    expected = coverage_by_pandas(features, labels, regex)
+    assert {k: audit[k] for k in expected} == expected
+    assert ("streamed" in audit) is (stream == "always")
