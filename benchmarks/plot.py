@@ -2,7 +2,7 @@
 
 Reads ``benchmarks/results/*.json`` (written by ``run.py``).
 
-    python benchmarks/plot.py            # writes benchmarks/scaling.png, prints markdown
+    python benchmarks/plot.py            # writes scaling.png and peers.png, prints markdown
 """
 
 from __future__ import annotations
@@ -68,8 +68,66 @@ def figure_setting(manifest: dict) -> str:
     return f"`report_plots: {setting}`"
 
 
+PEERS = {"floor": "tab:gray", "polars": "tab:orange", "duckdb": "tab:green",
+         "materializer": "tab:blue"}
+
+
+def load_peers() -> list[dict]:
+    found = [json.loads(p.read_text()) for p in (HERE / "results").glob("peers-*.json")]
+    return sorted(found, key=lambda r: (r["shape"], r["rows"]))
+
+
+def peers_markdown(results: list[dict]) -> str:
+    """One row per shape and size: each tool's wall time and peak, and the ratios to the
+    faster and the smaller peer (the issue's goal is at most 1.00 for both)."""
+    lines = ["| Shape | Rows | floor s / MiB | polars s / MiB | DuckDB s / MiB | materializer "
+             "s / MiB | wall / faster peer | peak / smaller peer |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        cells = [f"{result['results'][c]['wall_s']:.2f} / {result['results'][c]['peak_mib']:,.0f}"
+                 for c in PEERS]
+        ratio = result["vs_best_peer"]
+        lines.append(f"| {result['shape']} | {result['rows']:,} | {' | '.join(cells)} | "
+                     f"{ratio['wall']:.2f} | {ratio['peak']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_peers(results: list[dict]) -> None:
+    """Wall time and peak memory against rows, per shape, for the four tools."""
+    shapes = sorted({r["shape"] for r in results})
+    figure, axes = plt.subplots(2, len(shapes), figsize=(5 * len(shapes), 7), squeeze=False)
+    for column, shape in enumerate(shapes):
+        mine = [r for r in results if r["shape"] == shape]
+        rows = [r["rows"] for r in mine]
+        for name, colour in PEERS.items():
+            axes[0][column].plot(rows, [r["results"][name]["wall_s"] for r in mine],
+                                 marker="o", color=colour, label=name)
+            axes[1][column].plot(rows, [r["results"][name]["peak_mib"] for r in mine],
+                                 marker="o", color=colour, label=name)
+        for row, unit in ((0, "wall seconds (median)"), (1, "peak MiB (max RSS)")):
+            axis = axes[row][column]
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.set_xlabel(f"rows ({shape})")
+            axis.set_ylabel(unit)
+            axis.grid(True, which="both", alpha=0.3)
+            axis.legend(fontsize=8)
+    stamp = results[-1]["machine"]
+    figure.suptitle(f"The same MOS join: materializer, polars, DuckDB and the pyarrow floor, "
+                    f"{stamp['nproc']} cores, {stamp['date'][:10]}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(HERE / "peers.png", dpi=110)
+    print(f"wrote {HERE / 'peers.png'}")
+
+
 def main() -> None:
+    peers = load_peers()
+    if peers:
+        print(peers_markdown(peers), end="\n\n")
+        plot_peers(peers)
     results = load()
+    if not results:  # peers only: keep the scaling figure of the last rows run
+        return
     print(markdown(results))
     rows = [r["rows"] for r in results]
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))

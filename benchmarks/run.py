@@ -99,12 +99,14 @@ def ensure_table(rows: int, features: int, shape: str = "per-frame") -> tuple[Pa
     stem = "konvid" if shape == "per-frame" else "clips"
     table = DATA / f"{stem}-{rows}x{features}.parquet"
     labels = table.with_suffix(".labels.csv")
-    if not table.exists():
+    if not (table.exists() and labels.exists()):
+        # In a child process: a child's peak memory (max RSS) counts the memory it was
+        # forked from, so this process must stay small (10M clip names are 2 GB here).
         print(f"generating {table.name} ...", flush=True)
-        generate.write_table(table, rows, n_features=features,
-                             frames_per_clip=SHAPES[shape])
-    if not labels.exists():
-        generate.write_labels(labels, rows, SHAPES[shape])
+        subprocess.run([sys.executable, str(HERE / "generate.py"), "table", "--rows",
+                        str(rows), "--out", str(table), "--labels", str(labels),
+                        "--features", str(features), "--frames-per-clip",
+                        str(SHAPES[shape])], check=True)
     return table, labels
 
 

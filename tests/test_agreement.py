@@ -39,12 +39,12 @@ def _require(path: Path) -> Path:
 
 
 def _niqe_table() -> pd.DataFrame:
-    """KoNViD-1k MOS with NIQE, joined on flickr_id (an integer in both files)."""
+    """KoNViD-1k MOS with VIDEVAL's NIQE, matched by position as VIDEVAL pairs them."""
     meta = pd.read_csv(_require(KONVID / "KONVID_1K_metadata.csv"), dtype={"flickr_id": str})
-    niqe = pd.read_csv(_require(KONVID / "KONVID_1K_NIQE_scores.derived.csv"),
-                       dtype={"flickr_id": str})
-    return meta[["flickr_id", "mos"]].merge(niqe[["flickr_id", "niqe"]], on="flickr_id",
-                                            validate="1:1")
+    niqe = read_source(_require(KONVID / "KONVID_1K_NIQE_scores.mat"), "NIQE.mat")
+    # VIDEVAL's .mat holds the metadata's rows in order, with their MOS repeated.
+    assert np.allclose(niqe.column("MOS").to_numpy(), meta["mos"].to_numpy())
+    return meta[["flickr_id", "mos"]].assign(niqe=niqe.column("y_pred").to_numpy())
 
 
 @pytest.fixture(scope="module")

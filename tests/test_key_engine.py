@@ -110,3 +110,17 @@ def test_tables_of_every_shape_count_like_pandas(tmp_path: Path, mos, monkeypatc
     expected = coverage_by_pandas(features, labels, regex)
     assert {k: audit[k] for k in expected} == expected
     assert ("streamed" in audit) is (stream == "always")
+
+
+def test_merges_are_found_across_many_batches_once_keys_settle(monkeypatch) -> None:
+    """Keys seen in earlier batches move into a hashed index as they accumulate; a text
+    folding onto one of them later is still a merge, and a repeat of its own text is not."""
+    monkeypatch.setattr(keys, "SETTLE_KEYS", 3)
+    normalizer = keys.KeyNormalizer("path", "basename", None)
+    for batch in range(6):
+        normalizer(pa.array([f"a/{batch}-{i}.mp4" for i in range(4)]))
+        normalizer(pa.array([f"a/{batch}-0.mp4"]))  # the same text again: no merge
+    assert normalizer.merged == set()
+    normalizer(pa.array(["b/0-1.mp4", "a/5-3.mp4"]))
+    assert normalizer.merged == {"0-1.mp4"}
+    assert normalizer.example == ("a/0-1.mp4", "b/0-1.mp4", "0-1.mp4")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SHARED_REAL, TEST_DATA
+from conftest import ROOT, SHARED_REAL, TEST_DATA
 
+EXAMPLE = ROOT / "config" / "data"
 needs_shared = pytest.mark.skipif(not SHARED_REAL.is_dir(),
                                   reason="../shared/data/real is not present")
 
@@ -88,10 +89,12 @@ def test_dover_konvid_predictions_as_second_opinion(tmp_path: Path, second_opini
 
 def test_niqe_scores_from_mit_files(tmp_path: Path, second_opinion) -> None:
     shutil.copy(TEST_DATA / "KONVID_1K_metadata.csv", tmp_path)
-    shutil.copy(TEST_DATA / "KONVID_1K_NIQE_scores.derived.csv", tmp_path)
+    shutil.copy(EXAMPLE / "konvid-1k" / "KONVID_1K_NIQE_scores.mat", tmp_path)
+    niqe = {"label": "NIQE", "path": "KONVID_1K_NIQE_scores.mat",
+            "read": {"variables": ["y_pred"], "names": ["niqe"]},
+            "align_to": {"path": "KONVID_1K_metadata.csv", "key_column": "flickr_id"}}
     done = second_opinion("--features", "KONVID_1K_metadata.csv", "--key-column", "flickr_id",
-                          "--scores", "NIQE=KONVID_1K_NIQE_scores.derived.csv",
-                          "--score-key-field", "flickr_id", "--score-field", "niqe",
+                          "--scores", json.dumps(niqe), "--score-field", "niqe",
                           "--out", "o.jsonl", "--audit-json", "a.json")
     assert done.returncode == 0, done.stderr
     rows = pd.DataFrame([json.loads(x) for x in (tmp_path / "o.jsonl").read_text()

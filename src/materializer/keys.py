@@ -149,6 +149,27 @@ def positions_in(keys: pa.Array, known: pa.Array) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
 
 
+class KeyIndex:
+    """Distinct keys looked up again and again (a label set, one lookup per streamed
+    batch). ``index_in`` hashes its value set on every call, which for ten million
+    label keys costs seconds per batch; the first lookup uses it, later ones a hash
+    table built once."""
+
+    def __init__(self, keys: pa.Array) -> None:
+        self.keys = keys
+        self._index: pd.Index | None = None
+        self._calls = 0
+
+    def positions(self, keys: pa.Array) -> np.ndarray:
+        self._calls += 1
+        if self._calls == 1:
+            return positions_in(keys, self.keys)
+        if self._index is None:
+            self._index = pd.Index(self.keys.to_numpy(zero_copy_only=False), dtype=object)
+        return self._index.get_indexer(keys.to_numpy(zero_copy_only=False)) \
+            .astype(np.intp, copy=False)
+
+
 class KeyNormalizer:
     """Normalise the key column of one table, batch after batch.
 
@@ -163,8 +184,7 @@ class KeyNormalizer:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        self._owner_keys = pa.array([], type=pa.string())  # path-normalised keys so far
-        self._owner_texts = pa.array([], type=pa.string())  # the first text of each
+        self._owners = _Owners()  # path-normalised keys so far, and the first text of each
         self.merged: set[str] = set()
         self.example: tuple[str, str, str] | None = None
 
@@ -208,17 +228,15 @@ class KeyNormalizer:
             differ = pc.fill_null(pc.not_equal(owner, mine), False)
             clashes.append((owner.filter(differ), mine.filter(differ)))
         batch_texts = text.take(pa.array(first, type=pa.int64()))
-        known = pc.index_in(encoded.dictionary, value_set=self._owner_keys) \
-            if len(self._owner_keys) else pa.nulls(len(first), pa.int32())
+        known = self._owners.texts_of(encoded.dictionary)
         seen = pc.is_valid(known)
         if pc.any(seen).as_py():
-            owner = self._owner_texts.take(known.filter(seen))
+            owner = known.filter(seen)
             mine = batch_texts.filter(seen)
             differ = pc.fill_null(pc.not_equal(owner, mine), False)
             clashes.append((owner.filter(differ), mine.filter(differ)))
         fresh = pc.invert(seen)
-        self._owner_keys = pa.concat_arrays([self._owner_keys, encoded.dictionary.filter(fresh)])
-        self._owner_texts = pa.concat_arrays([self._owner_texts, batch_texts.filter(fresh)])
+        self._owners.add(encoded.dictionary.filter(fresh), batch_texts.filter(fresh))
         for owner, mine in clashes:
             if len(owner):
                 merged = self._path_mode(mine).to_pylist()
@@ -236,6 +254,50 @@ class KeyNormalizer:
             f"{self.mode}, so two clips would share one label; use {shown('key_normalize')} "
             f"raw, or {enable('allow_key_merge')} if they are one clip", file=file,
             column=self.column)
+
+
+SETTLE_KEYS = 1 << 20
+"""Recent keys (Arrow) kept beside the settled index before they join it."""
+
+
+class _Owners:
+    """Each path-normalised key seen so far with its first text, looked up per batch.
+
+    A settled part (a pandas index, hashed once) and a recent part (Arrow, hashed per
+    lookup) that joins the settled one when it outgrows it: a stream of ten million
+    distinct keys is hashed a few times over, not once per batch (``index_in`` hashes
+    its whole value set on every call)."""
+
+    def __init__(self) -> None:
+        self._keys = pd.Index([], dtype=object)
+        self._texts = np.empty(0, dtype=object)
+        self._recent: list[tuple[pa.Array, pa.Array]] = []
+
+    def texts_of(self, keys: pa.Array) -> pa.Array:
+        """The first text of each key, null for keys not seen yet."""
+        texts = np.full(len(keys), None, dtype=object)
+        if len(self._keys):
+            at = self._keys.get_indexer(keys.to_numpy(zero_copy_only=False))
+            texts[at >= 0] = self._texts[at[at >= 0]]
+        if self._recent:
+            recent_keys = pa.concat_arrays([k for k, _ in self._recent])
+            recent_texts = pa.concat_arrays([t for _, t in self._recent])
+            found = pc.index_in(keys, value_set=recent_keys)
+            hit = pc.is_valid(found).to_numpy(zero_copy_only=False)
+            texts[hit] = recent_texts.take(found.filter(hit)).to_numpy(zero_copy_only=False)
+        return pa.array(texts, type=pa.string())
+
+    def add(self, keys: pa.Array, texts: pa.Array) -> None:
+        if len(keys):
+            self._recent.append((keys, texts))
+        if sum(len(k) for k, _ in self._recent) > max(len(self._keys), SETTLE_KEYS):
+            recent_keys = pa.concat_arrays([k for k, _ in self._recent])
+            recent_texts = pa.concat_arrays([t for _, t in self._recent])
+            self._keys = self._keys.append(pd.Index(
+                recent_keys.to_numpy(zero_copy_only=False), dtype=object))
+            self._texts = np.concatenate([self._texts,
+                                          recent_texts.to_numpy(zero_copy_only=False)])
+            self._recent = []
 
 
 def _recode(raw_codes: np.ndarray, encoded: pa.DictionaryArray) -> KeyColumn:

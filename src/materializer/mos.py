@@ -48,14 +48,19 @@ class LabelSet:
     extras: list[str] = field(default_factory=list)
     types: dict[str, pa.DataType] = field(default_factory=dict)
     _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
-    _keys: pa.Array | None = field(default=None, repr=False)
+    _keys: keymod.KeyIndex | None = field(default=None, repr=False)
     _last: tuple[pa.Array, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def keys(self) -> pa.Array:
         """The label keys as Arrow text (built once: the streaming path asks per batch)."""
+        return self.index.keys
+
+    @property
+    def index(self) -> keymod.KeyIndex:
         if self._keys is None:
-            self._keys = pa.array(self.table["key"].to_numpy(object), type=pa.string())
+            self._keys = keymod.KeyIndex(pa.array(self.table["key"].to_numpy(object),
+                                                  type=pa.string()))
         return self._keys
 
     def array(self, column: str) -> pa.Array:
@@ -73,7 +78,7 @@ class LabelSet:
         """``positions`` for distinct keys (Arrow text). The in-memory join asks three
         times for the same array (count, gate, columns): the lookup runs once."""
         if self._last is None or self._last[0] is not keys:
-            self._last = (keys, keymod.positions_in(keys, self.keys))
+            self._last = (keys, self.index.positions(keys))
         return self._last[1]
 
 

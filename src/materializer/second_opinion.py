@@ -311,6 +311,7 @@ class _Competitor:
     def __init__(self, name: str, records: pd.DataFrame, base: str) -> None:
         self.name, self.records, self.base = name, records.reset_index(drop=True), base
         self.keys = pa.array(self.records["key"].to_numpy(object), type=pa.string())
+        self.index = keymod.KeyIndex(self.keys)
         self.status = self.records["status"].to_numpy(object)
         self.scores = self.records["score"].to_numpy(dtype="float64")
         self.rows = {"ok": 0, "bad": 0, "missing": 0}
@@ -322,7 +323,7 @@ class _Competitor:
         The in-memory join asks twice for the same keys (count, then columns): the
         lookup of the distinct keys runs once."""
         if self._last is None or self._last[0] is not keys.keys:
-            self._last = (keys.keys, keymod.positions_in(keys.keys, self.keys))
+            self._last = (keys.keys, self.index.positions(keys.keys))
         per_key = self._last[1]
         positions = np.full(len(keys), -1, dtype=np.intp)
         keyed = ~keys.unkeyed
