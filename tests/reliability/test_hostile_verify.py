@@ -18,8 +18,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_DATA, Result
+from conftest import ROOT, TEST_DATA, Result
 from rel_support import BIN, run_snakemake, write_files
+
+from materializer.readers import read_source
+
+
+def features_csv() -> bytes:
+    """KoNViD-1k's NIQE feature table as CSV bytes, read from VIDEVAL's published .mat in
+    the metadata's row order (the verify tests need a plain CSV input to cite)."""
+    mat = ROOT / "config/data/konvid-1k/KONVID_1K_NIQE_scores.mat"
+    scores = read_source(mat, mat.name, {"names": ["mos_in_mat", "niqe"]})
+    ids = (TEST_DATA / "KONVID_1K_metadata.csv").read_text().splitlines()[1:]
+    rows = zip([line.split(",")[0] for line in ids], scores.column("mos_in_mat").to_pylist(),
+               scores.column("niqe").to_pylist(), strict=True)
+    return ("flickr_id,mos_in_mat,niqe\n"
+            + "".join(f"{i},{m!r},{n!r}\n" for i, m, n in rows)).encode()
 
 REPORT = "reports/mos-labels.json"
 AUDIT = "out/konvid.audit.json"
@@ -58,7 +72,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("batch")
     write_files(folder, {
         "manifest.yaml": MANIFEST,
-        "data/features.csv": (TEST_DATA / "KONVID_1K_NIQE_scores.derived.csv").read_bytes(),
+        "data/features.csv": features_csv(),
         "data/labels.csv": (TEST_DATA / "KONVID_1K_metadata.csv").read_bytes(),
     })
     done = run_snakemake(folder, "-c1")
@@ -293,7 +307,7 @@ def test_a_path_with_dotdot_through_a_symlink_is_the_file_the_command_read(
     ``labels.csv`` beside ``link`` (normalised as Snakemake normalises), for all three."""
     (tmp_path / "real/inner").mkdir(parents=True)
     (tmp_path / "link").symlink_to("real/inner")
-    shutil.copy(TEST_DATA / "KONVID_1K_NIQE_scores.derived.csv", tmp_path / "features.csv")
+    (tmp_path / "features.csv").write_bytes(features_csv())
     shutil.copy(TEST_DATA / "KONVID_1K_metadata.csv", tmp_path / "labels.csv")
     (tmp_path / "real/labels.csv").write_text("not the labels\n")
     done = subprocess.run(
