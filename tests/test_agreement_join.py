@@ -16,6 +16,7 @@ import yaml
 from conftest import SHARED_REAL, run_command, snakemake, write_table
 from scipy.optimize import curve_fit
 from scipy.stats import kendalltau, pearsonr, spearmanr
+from test_agreement import _cv_srcc, _logistic, _resamples
 
 from materializer.errors import DataError, UsageError
 from materializer.options import SecondOpinionOptions
@@ -25,10 +26,6 @@ from materializer.second_opinion import materialize_second_opinion
 KONVID = SHARED_REAL / "konvid-1k"
 COMPETITORS = ["dover_aesthetic", "dover_technical", "niqe"]
 RANK_FIGURES = ("srcc", "krcc", "plcc")
-
-
-def _logistic(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    return (b1 - b2) / (1 + np.exp(-(x - b3) / np.abs(b4))) + b2
 
 
 def _require(*paths: Path) -> None:
@@ -114,11 +111,6 @@ def ok_rows(table: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
     return table.loc[keep, f"{base}_score"].to_numpy(), table.loc[keep, "mos"].to_numpy()
 
 
-def _resamples(n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, n, n) for _ in range(1000)]
-
-
 @pytest.mark.parametrize("name", COMPETITORS)
 def test_every_figure_equals_scipy_on_the_joined_output(joined: tuple, name: str) -> None:
     table, audit = joined
@@ -161,17 +153,9 @@ def test_published_figures_and_the_gain_from_combining(joined: tuple) -> None:
                                  table[f"second_opinion_{b}_score"])[0]
             assert inter["pairwise_srcc"][a][b] == pytest.approx(expected, abs=1e-9)
     y = table["mos"].to_numpy()
-    folds = np.array_split(np.random.default_rng(0).permutation(len(y)), 5)
 
     def cv_srcc(names: list[str]) -> float:
-        design = np.column_stack([np.ones(len(y)),
-                                  table[[f"second_opinion_{n}_score" for n in names]]])
-        predicted = np.empty(len(y))
-        for held_out in folds:
-            train = np.setdiff1d(np.arange(len(y)), held_out)
-            coef = np.linalg.lstsq(design[train], y[train], rcond=None)[0]
-            predicted[held_out] = design[held_out] @ coef
-        return spearmanr(predicted, y)[0]
+        return _cv_srcc(table[[f"second_opinion_{n}_score" for n in names]].to_numpy(), y)
 
     for name in COMPETITORS:
         assert inter["single_cv_srcc"][name] == pytest.approx(cv_srcc([name]), abs=1e-9)

@@ -139,8 +139,7 @@ def _filled_field(levels: Sequence[pd.DataFrame], candidates: Sequence[str], exa
 
 def _text(values: pd.Series) -> pd.Series:
     """Each present value's text, trimmed (column-wide string methods); missing stays."""
-    return values.astype(object).where(values.notna(), None).astype("string").str.strip() \
-        .astype(object).where(lambda v: v.notna(), None)
+    return values.astype("string").str.strip().astype(object).where(lambda v: v.notna(), None)
 
 
 def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str,
