@@ -13,6 +13,7 @@ import sysconfig
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 from conftest import SNAKEFILE, SNAKEMAKE, ok, planned_rules, snakemake, write_csv
 
@@ -45,6 +46,13 @@ module materializer:
 
 
 use rule * from materializer as materializer_*
+"""
+
+# A module's onerror is not run by Snakemake: the user's Snakefile calls it (README).
+ONERROR = """
+
+onerror:
+    materializer.onerror()
 """
 
 
@@ -175,6 +183,75 @@ use rule mos_labels__clips from materializer as materializer_mos_labels__clips w
 
     ok(user_snakemake(project, "--workflow-profile", str(PROFILE)))
     assert pd.read_parquet(project / "results" / "clips.parquet")["mos"].tolist() == [3.5, 4.0, 2.0]
+
+
+def failing_more(project: Path) -> None:
+    """The manifest with table `more` asking for a label column its labels lack."""
+    manifest = json.loads(json.dumps(MANIFEST))
+    manifest["mos_labels"]["tables"][1]["label_mos_column"] = "no_such_column"
+    write_csv(project / "config" / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False))
+
+
+def files(project: Path, *names: str) -> dict[str, bytes]:
+    return {name: (project / name).read_bytes() for name in names}
+
+
+def test_a_module_whose_onerror_is_wired_handles_a_failed_rerun_as_a_direct_run(
+        tmp_path: Path) -> None:
+    """With `onerror: materializer.onerror()` the failed table's previous output and audit
+    are put back byte for byte and every batch report is written, the same reports as a
+    direct run's; a failed `materializer_verify` then leaves those reports alone."""
+    more = ("results/more.csv", "results/more.csv.audit.json")
+    reports = [f"reports/manifest/{section}.{ext}" for section in ("mos-labels", "second-opinion")
+               for ext in ("json", "md")]
+    direct = user_project(tmp_path / "direct", None)
+    project = user_project(tmp_path / "module", module_snakefile(
+        'configfile: "config/manifest.yaml"\n', ONERROR))
+    ok(snakemake(direct, "--configfile", "config/manifest.yaml"))
+    ok(user_snakemake(project, "--workflow-profile", str(PROFILE)))
+    previous = files(project, *more)
+    failing_more(direct)
+    failing_more(project)
+
+    assert snakemake(direct, "--configfile", "config/manifest.yaml").returncode == 1
+    done = user_snakemake(project, "--workflow-profile", str(PROFILE))
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "table more: failed; kept its previous results/more.csv and audit" in done.stderr
+    assert "batch report (failed run): reports/manifest/mos-labels.json" in done.stderr
+    assert files(project, *more) == previous
+    for name in reports:
+        if name.endswith(".json"):
+            assert what_it_says(project, name) == what_it_says(direct, name), name
+    report = json.loads((project / reports[0]).read_text())
+    assert report["status"] == "failed"
+    assert [t["status"] for t in report["tables"]] == ["ok", "error"]
+    again = ok(user_snakemake(project, "--workflow-profile", str(PROFILE), "-n"))
+    assert "materializer_mos_labels__more" in planned_rules(again)
+
+    # A failed check is not a failed batch: the reports it checked stay as they are.
+    written_reports = files(project, *reports)
+    write_csv(project / "data" / "f.csv", "clip_id,x\nc1,1\nc2,2\nc3,4\n")
+    check = user_snakemake(project, "materializer_verify")
+    assert check.returncode == 1, check.stderr[-3000:]
+    assert "1 changed" in check.stderr
+    assert "batch report (failed run)" not in check.stderr
+    assert files(project, *reports) == written_reports
+
+
+@pytest.mark.parametrize("directive", ["prefix", "replace_prefix"])
+def test_a_module_prefix_is_refused_before_any_job(tmp_path: Path, directive: str) -> None:
+    """The manifest names every output; a prefix would make Snakemake look elsewhere."""
+    value = '"results"' if directive == "prefix" else '{"results/": "elsewhere/"}'
+    snakefile = module_snakefile('configfile: "config/manifest.yaml"\n').replace(
+        "    config:\n", f"    {directive}:\n        {value}\n    config:\n")
+    project = user_project(tmp_path, snakefile)
+    before = written(project)
+    done = user_snakemake(project)
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines() if "error" in line] == [
+        f"error: a module {directive}: is not supported: the manifest names every output, "
+        "so change the paths there"]
+    assert written(project) == before
 
 
 # --- the library: its version, --sdm conda, a clone without it ---------------------

@@ -124,3 +124,45 @@ def test_merges_are_found_across_many_batches_once_keys_settle(monkeypatch) -> N
     normalizer(pa.array(["b/0-1.mp4", "a/5-3.mp4"]))
     assert normalizer.merged == {"0-1.mp4"}
     assert normalizer.example == ("a/0-1.mp4", "b/0-1.mp4", "0-1.mp4")
+
+
+# --- path parts on string buffers, hashed lookups: equal to the plain kernels -----------
+
+PATH_TEXT = st.one_of(st.none(), st.lists(st.sampled_from(list("ab./\\ \n") + ["é", "ﬁ"]),
+                                          max_size=10).map("".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(PATH_TEXT, max_size=20), stem=st.booleans(), skip=st.integers(0, 3))
+def test_path_parts_on_buffers_equal_the_regex_rule(texts, stem: bool, skip: int) -> None:
+    """The NumPy path (``path_part``) and the RE2 one agree on every text, on a slice of
+    an array too (buffers with an offset); both are basename/stem as pathlib splits."""
+    column = pa.array(["x/y.z"] * skip + texts, type=pa.string()).slice(skip)
+    assert keys.path_part(column, stem).to_pylist() == \
+        keys._path_part_by_regex(column, stem).to_pylist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(known=st.lists(st.text(max_size=6), unique=True, max_size=30),
+       asked=st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=30))
+def test_hashed_lookups_equal_arrow_index_in(known: list[str], asked: list) -> None:
+    index = keys.KeyIndex(pa.array(known, type=pa.string()))
+    probe = pa.array(asked, type=pa.string())
+    expected = keys.positions_in(probe, index.keys)
+    expected[pa.compute.is_null(probe).to_numpy(zero_copy_only=False)] = -1
+    assert index.positions(probe).tolist() == expected.tolist()
+    grown = index.extended(pa.array([f"new-{i}" for i in range(3)]))
+    assert grown.positions(pa.array(["new-2", *known[:1]])).tolist() == \
+        [len(known) + 2, *([0] if known else [])]
+
+
+def test_a_hash_shared_by_two_keys_never_matches_the_wrong_one(monkeypatch) -> None:
+    """With a hash that only sees the length, ``abc`` and ``xyz`` collide: a lookup must
+    still check the text (a probe that shares a hash is absent), and an index whose own
+    keys collide answers by exact lookup."""
+    monkeypatch.setattr(keys, "text_hashes", lambda text: pa.compute.utf8_length(
+        text.cast(pa.string())).fill_null(0).to_numpy().astype(np.uint64))
+    index = keys.KeyIndex(pa.array(["a", "abc", "abcdef"]))
+    assert index.positions(pa.array(["xyz", "abc", "q", "zzzzzz"])).tolist() == [-1, 1, -1, -1]
+    colliding = keys.KeyIndex(pa.array(["abc", "xyz"]))
+    assert colliding.positions(pa.array(["xyz", "abc", "qqq"])).tolist() == [1, 0, -1]

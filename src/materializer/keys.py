@@ -81,8 +81,7 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array:
         values = values.combine_chunks()
     if isinstance(values, pa.Array) and (pa.types.is_string(values.type)
                                          or pa.types.is_large_string(values.type)):
-        return _blank_to_null(pc.utf8_normalize(pc.utf8_trim_whitespace(
-            values.cast(pa.string())), form="NFC"))
+        return _blank_to_null(_nfc(pc.utf8_trim_whitespace(values.cast(pa.string()))))
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     series = series.reset_index(drop=True)
     if pd.api.types.is_float_dtype(series.dtype):
@@ -97,7 +96,14 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array:
     else:
         array = pa.array(series.astype(object).where(series.notna(), None)
                          .map(str, na_action="ignore"), type=pa.string())
-    return _blank_to_null(pc.utf8_normalize(pc.utf8_trim_whitespace(array), form="NFC"))
+    return _blank_to_null(_nfc(pc.utf8_trim_whitespace(array)))
+
+
+def _nfc(text: pa.Array) -> pa.Array:
+    """Unicode NFC; ASCII text is already in it (the common case, checked in one pass)."""
+    if pc.all(pc.fill_null(pc.string_is_ascii(text), True)).as_py() is not False:
+        return text
+    return pc.utf8_normalize(text, form="NFC")
 
 
 def _blank_to_null(text: pa.Array) -> pa.Array:
@@ -149,25 +155,79 @@ def positions_in(keys: pa.Array, known: pa.Array) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.intp, copy=False)
 
 
-class KeyIndex:
-    """Distinct keys looked up again and again (a label set, one lookup per streamed
-    batch). ``index_in`` hashes its value set on every call, which for ten million
-    label keys costs seconds per batch; the first lookup uses it, later ones a hash
-    table built once."""
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xFF51AFD7ED558CCD),
+        np.uint64(0xC4CEB9FE1A85EC53))
+_TAIL = np.array([0, *((1 << (8 * n)) - 1 for n in range(1, 8)), (1 << 64) - 1],
+                 dtype=np.uint64)  # the first n bytes of a little-endian word
 
-    def __init__(self, keys: pa.Array) -> None:
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """A 64-bit finaliser (murmur3's), in place."""
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(33)
+        h *= _MIX[1]
+        h ^= h >> np.uint64(33)
+        h *= _MIX[2]
+        h ^= h >> np.uint64(33)
+    return h
+
+
+def text_hashes(text: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string's bytes, eight bytes per step for all strings at once
+    (a null hashes as the empty string). Only a prefilter: matches are checked by text."""
+    text = text.cast(pa.string())
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1, offset=4 * text.offset)
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    padded = np.zeros(len(raw) + 8, dtype=np.uint8)
+    padded[:len(raw)] = raw
+    words = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, 8),
+                                            strides=(1, 1)).view("<u8")[:, 0]
+    start = bounds[:-1].astype(np.intp)
+    left = (bounds[1:] - bounds[:-1]).astype(np.intp)
+    end = len(raw)
+    with np.errstate(over="ignore"):
+        hashes = left.astype(np.uint64) * _MIX[0]
+        for _ in range(-(-int(left.max(initial=0)) // 8)):
+            # Strings already done keep their hash: it must not depend on the others.
+            word = words[np.minimum(start, end)] & _TAIL[np.clip(left, 0, 8)]
+            hashes = np.where(left > 0, _mix(hashes ^ word), hashes)
+            start += 8
+            left -= 8
+    return _mix(hashes)
+
+
+class KeyIndex:
+    """Distinct keys (no nulls) looked up again and again: a label set, one lookup per
+    streamed batch, or every key a stream has seen.
+
+    ``index_in`` hashes its whole value set on every call, seconds per batch for ten
+    million keys. Here the keys are hashed once (``text_hashes``) into a hash table of
+    integers; a lookup hashes only the keys it asks about, and every hit is checked
+    against the key's text, so a hash collision can never match two keys. Should two
+    indexed keys share a hash, lookups fall back to ``index_in``.
+    """
+
+    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None) -> None:
         self.keys = keys
-        self._index: pd.Index | None = None
-        self._calls = 0
+        self._hashes = text_hashes(keys) if hashes is None else hashes
+        table = pd.Index(self._hashes.view(np.int64))
+        self._table = table if table.is_unique else None
 
     def positions(self, keys: pa.Array) -> np.ndarray:
-        self._calls += 1
-        if self._calls == 1:
+        """Where each of ``keys`` is among the indexed keys, -1 where absent or null."""
+        if self._table is None:
             return positions_in(keys, self.keys)
-        if self._index is None:
-            self._index = pd.Index(self.keys.to_numpy(zero_copy_only=False), dtype=object)
-        return self._index.get_indexer(keys.to_numpy(zero_copy_only=False)) \
-            .astype(np.intp, copy=False)
+        at = self._table.get_indexer(text_hashes(keys).view(np.int64)).astype(np.intp)
+        hit = np.flatnonzero(at >= 0)
+        same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(at[hit])))
+        at[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
+        return at
+
+    def extended(self, keys: pa.Array) -> KeyIndex:
+        """This index and ``keys`` (none of them indexed yet), hashing only the new ones."""
+        return KeyIndex(pa.concat_arrays([self.keys, keys.cast(pa.string())]),
+                        np.concatenate([self._hashes, text_hashes(keys)]))
 
 
 class KeyNormalizer:
@@ -201,14 +261,10 @@ class KeyNormalizer:
         return _recode(raw_codes, encoded)
 
     def _path_mode(self, text: pa.Array) -> pa.Array:
-        """Basename, then stem, splitting on both separators (RE2 kernels)."""
+        """Basename, then stem, splitting on both separators."""
         if self.mode == "raw":
             return text
-        keys = pc.replace_substring_regex(text, r"[/\\]+$", "")
-        keys = pc.replace_substring_regex(keys, r"^.*[/\\]", "")
-        if self.mode == "stem":
-            keys = pc.replace_substring_regex(keys, r"^(.+)\.[^.]*$", r"\1")
-        return _blank_to_null(pc.utf8_trim_whitespace(keys))
+        return _blank_to_null(pc.utf8_trim_whitespace(path_part(text, self.mode == "stem")))
 
     def _track_merges(self, text: pa.Array, encoded: pa.DictionaryArray) -> None:
         """Remember the first text of each key; a second, different text is a merge.
@@ -256,6 +312,58 @@ class KeyNormalizer:
             column=self.column)
 
 
+_SEPARATORS = (ord("/"), ord("\\"))
+
+
+def path_part(text: pa.Array, stem: bool) -> pa.Array:
+    """Each path's last part (trailing separators dropped), without its last extension
+    when ``stem``: ``a/b.mp4`` is ``b.mp4`` or ``b``, ``.hidden`` keeps its name.
+
+    On the string buffers with NumPy: a separator or dot is one byte in UTF-8, never part
+    of another character, so each key is a byte range of its path; the ranges are
+    gathered into a new array in one pass. The rare column with a trailing separator
+    takes the same rule on RE2 kernels."""
+    text = text.cast(pa.string())
+    validity, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1,
+                           offset=4 * text.offset).astype(np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    start, end = bounds[:-1], bounds[1:]
+    separator = (raw == _SEPARATORS[0]) | (raw == _SEPARATORS[1])
+    filled = end > start
+    if separator[end[filled] - 1].any():
+        return _path_part_by_regex(text, stem)
+    start = np.maximum(start, _after_last(np.flatnonzero(separator), start, end))
+    if stem:  # the last dot after the name's first byte
+        dot = _after_last(np.flatnonzero(raw == ord(".")), start + 1, end) - 1
+        end = np.where(dot > start, dot, end)
+    lengths = end - start
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    edges = np.zeros(len(raw) + 1, dtype=np.int8)  # +1 where a kept range starts, -1 after
+    filled = lengths > 0
+    edges[start[filled]] += 1
+    edges[end[filled]] -= 1
+    kept = np.cumsum(edges[:-1], dtype=np.int8).view(bool)
+    valid = None if text.null_count == 0 else pa.py_buffer(np.packbits(
+        pc.is_valid(text).to_numpy(zero_copy_only=False), bitorder="little"))
+    return pa.Array.from_buffers(pa.string(), len(text), [
+        valid, pa.py_buffer(new_offsets), pa.py_buffer(raw[kept])])
+
+
+def _after_last(positions: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """One past the last of the sorted byte ``positions`` within [start, end) of each
+    string; ``start`` where there is none."""
+    last = np.searchsorted(positions, end) - 1
+    found = positions[np.maximum(last, 0)] if len(positions) else np.zeros_like(start)
+    return np.where((last >= 0) & (found >= start), found + 1, start)
+
+
+def _path_part_by_regex(text: pa.Array, stem: bool) -> pa.Array:
+    keys = pc.replace_substring_regex(text, r"[/\\]+$", "")
+    keys = pc.replace_substring_regex(keys, r"(?s)^.*[/\\]", "")
+    return pc.replace_substring_regex(keys, r"(?s)^(.+)\.[^.]*$", r"\1") if stem else keys
+
+
 SETTLE_KEYS = 1 << 20
 """Recent keys (Arrow) kept beside the settled index before they join it."""
 
@@ -263,41 +371,38 @@ SETTLE_KEYS = 1 << 20
 class _Owners:
     """Each path-normalised key seen so far with its first text, looked up per batch.
 
-    A settled part (a pandas index, hashed once) and a recent part (Arrow, hashed per
-    lookup) that joins the settled one when it outgrows it: a stream of ten million
-    distinct keys is hashed a few times over, not once per batch (``index_in`` hashes
-    its whole value set on every call)."""
+    A settled part (a ``KeyIndex``, which hashes only what it is asked about) and a
+    recent part of at most ``SETTLE_KEYS`` keys (looked up with ``index_in``, which hashes
+    it per call) that then joins the settled one: the settled hash table is rebuilt once
+    per million new keys, not once per batch."""
 
     def __init__(self) -> None:
-        self._keys = pd.Index([], dtype=object)
-        self._texts = np.empty(0, dtype=object)
+        self._settled = KeyIndex(pa.array([], type=pa.string()))
+        self._texts = pa.array([], type=pa.string())
         self._recent: list[tuple[pa.Array, pa.Array]] = []
 
     def texts_of(self, keys: pa.Array) -> pa.Array:
         """The first text of each key, null for keys not seen yet."""
-        texts = np.full(len(keys), None, dtype=object)
-        if len(self._keys):
-            at = self._keys.get_indexer(keys.to_numpy(zero_copy_only=False))
-            texts[at >= 0] = self._texts[at[at >= 0]]
+        at = self._settled.positions(keys)
+        texts = self._texts.take(pa.array(at, mask=at < 0))
         if self._recent:
-            recent_keys = pa.concat_arrays([k for k, _ in self._recent])
-            recent_texts = pa.concat_arrays([t for _, t in self._recent])
-            found = pc.index_in(keys, value_set=recent_keys)
-            hit = pc.is_valid(found).to_numpy(zero_copy_only=False)
-            texts[hit] = recent_texts.take(found.filter(hit)).to_numpy(zero_copy_only=False)
-        return pa.array(texts, type=pa.string())
+            recent_keys, recent_texts = self._joined()
+            texts = pc.coalesce(texts, recent_texts.take(pc.index_in(keys,
+                                                                     value_set=recent_keys)))
+        return texts
 
     def add(self, keys: pa.Array, texts: pa.Array) -> None:
         if len(keys):
             self._recent.append((keys, texts))
-        if sum(len(k) for k, _ in self._recent) > max(len(self._keys), SETTLE_KEYS):
-            recent_keys = pa.concat_arrays([k for k, _ in self._recent])
-            recent_texts = pa.concat_arrays([t for _, t in self._recent])
-            self._keys = self._keys.append(pd.Index(
-                recent_keys.to_numpy(zero_copy_only=False), dtype=object))
-            self._texts = np.concatenate([self._texts,
-                                          recent_texts.to_numpy(zero_copy_only=False)])
+        if sum(len(k) for k, _ in self._recent) > SETTLE_KEYS:
+            recent_keys, recent_texts = self._joined()
+            self._settled = self._settled.extended(recent_keys)
+            self._texts = pa.concat_arrays([self._texts, recent_texts])
             self._recent = []
+
+    def _joined(self) -> tuple[pa.Array, pa.Array]:
+        return (pa.concat_arrays([k for k, _ in self._recent]),
+                pa.concat_arrays([t for _, t in self._recent]))
 
 
 def _recode(raw_codes: np.ndarray, encoded: pa.DictionaryArray) -> KeyColumn:
@@ -325,16 +430,29 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
         values = values.combine_chunks() if values.num_chunks else \
             pa.array([], type=values.type)
     if isinstance(values, pa.DictionaryArray):  # a parquet text column read as such
-        # Re-encode the dictionary (it may hold duplicates or unused entries), then map
-        # the row indices through it: only the dictionary's strings are hashed.
-        inner = pc.dictionary_encode(values.dictionary)
-        indices = pc.take(inner.indices, values.indices)
-        used = pc.unique(pc.drop_null(indices))
-        order = positions_in(indices, used)
-        return order, inner.dictionary.take(used)
+        # Number the entries the rows use, in order of first use: one hash pass over
+        # integers. Duplicate entries (a dictionary may hold some) are not merged here;
+        # they become one key when the normalised keys are encoded.
+        codes, used = pd.factorize(values.indices.to_numpy(zero_copy_only=False))
+        return codes.astype(np.intp, copy=False), \
+            values.dictionary.take(pa.array(used.astype(np.int64)))
+    if _mostly_distinct(values):  # one row per clip: hashing would find nothing to share
+        codes = np.arange(len(values), dtype=np.intp)
+        codes[pc.is_null(values).to_numpy(zero_copy_only=False)] = -1
+        return codes, values
     encoded = pc.dictionary_encode(values)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     return codes.astype(np.intp, copy=False), encoded.dictionary
+
+
+def _mostly_distinct(values: pa.Array) -> bool:
+    """Whether fewer than half the rows repeat the row before: a table with one row per
+    clip, where normalising every row costs less than hashing them to share the work.
+    (Frames of a clip sit together; the answer changes only the speed, never a key.)"""
+    if len(values) < 2 or not pa.types.is_string(values.type):
+        return False
+    repeats = pc.sum(pc.equal(values.slice(1), values.slice(0, len(values) - 1))).as_py()
+    return 2 * (repeats or 0) < len(values)
 
 
 @functools.lru_cache(maxsize=64)

@@ -43,10 +43,10 @@ STATUS_VALUES = pa.array(["missing-label", "ok"], type=pa.string())
 class LabelSet:
     """All label files merged: one row per key, plus what each file looked like."""
 
-    table: pd.DataFrame  # key, mos, mos_raw_0_100, source, extras...
+    table: pa.Table  # key, mos, mos_raw_0_100, file (index into paths), extras...
     files: list[dict[str, Any]] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
-    types: dict[str, pa.DataType] = field(default_factory=dict)
+    paths: list[str] = field(default_factory=list)
     _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
     _keys: keymod.KeyIndex | None = field(default=None, repr=False)
     _last: tuple[pa.Array, np.ndarray] | None = field(default=None, repr=False)
@@ -59,16 +59,20 @@ class LabelSet:
     @property
     def index(self) -> keymod.KeyIndex:
         if self._keys is None:
-            self._keys = keymod.KeyIndex(pa.array(self.table["key"].to_numpy(object),
-                                                  type=pa.string()))
+            self._keys = keymod.KeyIndex(self.array("key"))
         return self._keys
 
     def array(self, column: str) -> pa.Array:
-        """One label column as an Arrow array of its output type (built once)."""
+        """One label column as one Arrow array (built once: asked for per batch)."""
         if column not in self._arrays:
-            kind = self.types.get(column, pa.string())
-            self._arrays[column] = pa.array(self.table[column], from_pandas=True, type=kind)
+            self._arrays[column] = self.table.column(column).combine_chunks()
         return self._arrays[column]
+
+    def sources(self, rows: pa.Array) -> pa.Array:
+        """The label file of each of ``rows`` (label rows, null for none) as written, ""
+        for none: looked up per slice, so ten million labels hold no copy of the path."""
+        return pc.fill_null(pc.take(pa.array(self.paths, type=pa.string()),
+                                    self.array("file").take(rows)), "")
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
         """The label row of each distinct feature key, -1 where there is none."""
@@ -107,36 +111,57 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
                     "or 0-100", file=file, column=column)
 
 
-def _numeric_labels(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
+def _numbers(column: pa.ChunkedArray) -> np.ndarray:
+    """A label column as float64 (NaN for null or not a number): Arrow's cast for a
+    numeric column or clean text, pandas' ``to_numeric`` for the text it cannot cast."""
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        return pc.cast(column, pa.float64()).to_numpy()
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            return pc.cast(column, pa.float64()).to_numpy()
+        except pa.ArrowInvalid:
+            pass
+    return pd.to_numeric(column.to_pandas(), errors="coerce").astype("float64").to_numpy()
+
+
+def _key_of_row(keys: keymod.KeyColumn, row: int) -> str:
+    return str(keys.keys[int(keys.codes[row])].as_py())
+
+
+def _numeric_labels(table: pa.Table, column: str, keys: keymod.KeyColumn, file: str) \
+        -> np.ndarray:
     """MOS values as floats; a non-numeric, missing or infinite value is an error."""
-    raw = frame[column]
-    if pd.api.types.is_bool_dtype(raw.dtype):
+    raw = table.column(column)
+    if pa.types.is_boolean(raw.type):
         raise DataError("MOS values must be numbers, not booleans", file=file, column=column)
-    numbers = pd.to_numeric(raw, errors="coerce").astype("float64")
-    bad = keys.notna() & ~np.isfinite(numbers.to_numpy())
-    if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        value = raw.iloc[first]
-        raise DataError(f"MOS value {value!r} is not a finite number", file=file,
-                        column=column, key=str(keys.iloc[first]))
-    return numbers
-
-
-def _spread_numbers(frame: pd.DataFrame, column: str, keys: pd.Series, file: str) -> pd.Series:
-    """A spread or rating count: empty is unknown, anything else a finite number >= 0
-    (``n/a`` must not become an unknown silently, nor ``-0.4`` a spread)."""
-    numbers = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    bad = (keys.notna() & frame[column].notna()).to_numpy() \
-        & ~(np.isfinite(numbers.to_numpy()) & (numbers.to_numpy() >= 0))
+    numbers = _numbers(raw)
+    bad = ~keys.unkeyed & ~np.isfinite(numbers)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise DataError(f"value {str(frame[column].iloc[first])!r} is not a finite number >= 0",
-                        file=file, column=column, key=str(keys.iloc[first]))
+        raise DataError(f"MOS value {raw[first].as_py()!r} is not a finite number", file=file,
+                        column=column, key=_key_of_row(keys, first))
     return numbers
 
 
-def _read_label_file(source: Source, options: MosOptions, run: RunContext) \
-        -> tuple[pd.DataFrame, dict[str, Any]]:
+def _spread_numbers(table: pa.Table, column: str, keys: keymod.KeyColumn, file: str) \
+        -> np.ndarray:
+    """A spread or rating count: empty is unknown, anything else a finite number >= 0
+    (``n/a`` must not become an unknown silently, nor ``-0.4`` a spread)."""
+    raw = table.column(column)
+    numbers = _numbers(raw)
+    with np.errstate(invalid="ignore"):
+        fine = np.isfinite(numbers) & (numbers >= 0)
+    bad = ~keys.unkeyed & pc.is_valid(raw).to_numpy() & ~fine
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise DataError(f"value {str(raw[first].as_py())!r} is not a finite number >= 0",
+                        file=file, column=column, key=_key_of_row(keys, first))
+    return numbers
+
+
+def _read_label_file(source: Source, options: MosOptions, run: RunContext, number: int) \
+        -> tuple[pa.Table, dict[str, Any]]:
+    """One label file as keyed rows (key, mos, raw MOS, ``file`` = ``number``, extras)."""
     written = source.path
     key_of = join.key_resolver(source, options.label_key_column, keymod.MOS_KEY_CANDIDATES,
                                shown("label_key_column"))
@@ -146,96 +171,119 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext) \
     key_column = key_of(columns)
     mos_column = keymod.resolve_column(columns, options.label_mos_column, MOS_CANDIDATES,
                                        shown("label_mos_column"), written)
-    frame = table.to_pandas()
     regex = compile_regex(options.label_key_regex, "label_key_regex")
     normalizer = keymod.KeyNormalizer(key_column, options.key_normalize, regex)
-    label_keys = normalizer(frame[key_column]).to_series(frame.index)
+    label_keys = normalizer(table.column(key_column))
     normalizer.refuse_merges(options.allow_key_merge, written)
-    values = _numeric_labels(frame, mos_column, label_keys, written)
-    keyed = label_keys.notna().to_numpy()
-    scale = _scale_of(mos_column, values[keyed], options.mos_scale, written)
+    values = _numeric_labels(table, mos_column, label_keys, written)
+    keyed = ~label_keys.unkeyed
+    scale = _scale_of(mos_column, pd.Series(values[keyed]), options.mos_scale, written)
     low, high = options.mos_bounds or ((0.0, 100.0) if scale == "0-100" else (1.0, 5.0))
-    off = keyed & ((values < low) | (values > high)).to_numpy()
+    off = keyed & ((values < low) | (values > high))
     if off.any():
         first = int(np.flatnonzero(off)[0])
         where = f"mos_bounds [{low:g}, {high:g}]" if options.mos_bounds \
             else f"the {scale} scale; {ask_for('mos_bounds')} if the corpus means it"
-        raise DataError(f"MOS value {values.iloc[first]!r} is outside {where}",
-                        file=written, column=mos_column, key=str(label_keys.iloc[first]))
+        raise DataError(f"MOS value {float(values[first])!r} is outside {where}",
+                        file=written, column=mos_column, key=_key_of_row(label_keys, first))
     if scale == "0-100":
         mos, raw = 1.0 + 4.0 * values / 100.0, values
     else:
         mos, raw = values, (values - 1.0) * 25.0
-    labels = pd.DataFrame({"key": label_keys, "mos": mos, RAW_COLUMN: raw, "source": written})
+    rows = np.flatnonzero(keyed)
+    labels = {"key": label_keys.keys.take(pa.array(label_keys.codes[rows])),
+              "mos": pa.array(mos[rows]), RAW_COLUMN: pa.array(raw[rows]),
+              "file": pa.array(np.full(len(rows), number, dtype=np.int32))}
     spread_rescaled = False
     for target, candidates in LABEL_EXTRAS.items():
         found = keymod.find_column(columns, candidates)
         if found is not None:
-            labels[target] = _spread_numbers(frame, found, label_keys, written)
+            spread = _spread_numbers(table, found, label_keys, written)[rows]
             if target == "mos_std_dev" and scale == "0-100":
                 # A spread is in the units of its MOS: 1-5 MOS, 1-5 spread (x 4/100).
-                labels[target] = labels[target] * 4.0 / 100.0
+                spread = spread * 4.0 / 100.0
                 spread_rescaled = True
+            labels[target] = pa.array(spread, from_pandas=True)  # NaN: unknown, null
     for name in FEATURE_OWNED_EXTRAS:
         found = keymod.find_column(columns, (name,))
         if found is not None:
-            labels[name] = frame[found]
+            labels[name] = table.column(found).take(pa.array(rows))
     described = {
         "key_column": key_column,
-        "keyed_rows": int(keyed.sum()),
+        "keyed_rows": len(rows),
         "merged_keys": len(normalizer.merged),
         "mos_column": mos_column,
-        "rows": len(frame),
+        "rows": table.num_rows,
         "scale": scale,
         "source": written,
         "std_dev_rescaled_to_1_5": spread_rescaled,
     }
-    return labels[keyed], described
+    return pa.table(labels), described
 
 
 def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunContext) \
         -> LabelSet:
-    """Read every label file in order; identical duplicates collapse, conflicts fail."""
-    frames, files = [], []
+    """Read every label file in order; identical duplicates collapse, conflicts fail.
+
+    The first row of each key is kept, in order of first appearance; another row of the
+    key with another MOS (or another known spread, count or split) is a conflict."""
+    tables, files = [], []
     label_paths = [source.path for source in label_sources]
-    for source in label_sources:
-        frame, described = _read_label_file(source, options, run)
-        frames.append(frame)
+    for number, source in enumerate(label_sources):
+        table, described = _read_label_file(source, options, run, number)
+        tables.append(table)
         files.append(described)
-    merged = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if merged.empty:
+    if not tables or not sum(table.num_rows for table in tables):
         raise DataError("no MOS labels loaded from " + ", ".join(label_paths),
                         file=label_paths[0] if label_paths else None)
-    distinct = merged.drop_duplicates(subset=["key", "mos"])
-    conflicts = distinct["key"].duplicated(keep=False)
-    if conflicts.any():
-        key = distinct.loc[conflicts, "key"].iloc[0]
-        first, second = distinct[distinct["key"] == key].iloc[:2].itertuples()
-        raise DataError(
-            f"conflicting MOS labels: {first.mos!r} in {first.source} vs {second.mos!r} in "
-            f"{second.source}", file=second.source, key=str(key))
-    extras = [c for c in distinct.columns if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
-    _refuse_extra_conflicts(merged, extras)
-    table = distinct.drop_duplicates(subset=["key"]).reset_index(drop=True)
-    types = {c: pa.array(table[c], from_pandas=True).type for c in ["mos", RAW_COLUMN, *extras]}
-    return LabelSet(table=table, files=files, extras=extras, types=types)
+    try:
+        merged = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise DataError(f"label files disagree on a column's type ({exc})",
+                        file=label_paths[-1]) from None
+    encoded = pc.dictionary_encode(merged.column("key").combine_chunks())
+    codes = encoded.indices.to_numpy()
+    extras = [c for c in merged.column_names if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
+    if len(encoded.dictionary) < merged.num_rows:  # a key given twice: same values only
+        first = _first_rows(codes)
+        for column in ["mos", *extras]:
+            _refuse_conflicts(merged, column, codes, first, label_paths)
+        merged = merged.take(pa.array(first))
+    return LabelSet(table=merged, files=files, extras=extras, paths=label_paths)
 
 
-def _refuse_extra_conflicts(merged: pd.DataFrame, extras: Sequence[str]) -> None:
-    """Files that agree on a clip's MOS must agree on its spread, count and split too:
+def _first_rows(codes: np.ndarray) -> np.ndarray:
+    """The first row of each code, for codes numbered in order of first appearance."""
+    before = np.maximum.accumulate(np.concatenate([[-1], codes]))[:-1]
+    return np.flatnonzero(codes > before)
+
+
+def _refuse_conflicts(merged: pa.Table, column: str, codes: np.ndarray, first: np.ndarray,
+                      label_paths: Sequence[str]) -> None:
+    """Rows of one key must agree on ``column`` (where known): name the first key, in
+    order of first appearance, whose rows do not, with its first two values.
+
+    Files that agree on a clip's MOS must agree on its spread, count and split too:
     keeping the first file's value would hide the disagreement."""
-    if not merged["key"].duplicated().any():
+    values = merged.column(column).combine_chunks()
+    known = np.flatnonzero(pc.is_valid(values).to_numpy(zero_copy_only=False))
+    owner = np.full(len(first), -1, dtype=np.intp)  # each key's first known row
+    known_codes = codes[known]
+    owner[known_codes[::-1]] = known[::-1]
+    differs = pc.fill_null(pc.not_equal(values.take(pa.array(known)),
+                                        values.take(pa.array(owner[known_codes]))), False)
+    clashing = known[differs.to_numpy(zero_copy_only=False)]
+    if not len(clashing):
         return
-    for extra in extras:
-        known = merged.dropna(subset=[extra])
-        spread = known.groupby("key", sort=False)[extra].nunique()
-        if (spread > 1).any():
-            key = spread.index[(spread > 1).to_numpy()][0]
-            first, second = known[known["key"] == key].drop_duplicates(extra).iloc[:2] \
-                .itertuples()
-            raise DataError(f"conflicting {extra}: {getattr(first, extra)!r} in {first.source} "
-                            f"vs {getattr(second, extra)!r} in {second.source}",
-                            file=second.source, key=str(key))
+    key = codes[clashing[np.argmin(owner[codes[clashing]])]]
+    one, two = owner[key], clashing[codes[clashing] == key][0]
+    sources = merged.column("file")
+    what = "MOS labels" if column == "mos" else column
+    raise DataError(f"conflicting {what}: {values[one].as_py()!r} in "
+                    f"{label_paths[sources[one].as_py()]} vs {values[two].as_py()!r} in "
+                    f"{label_paths[sources[two].as_py()]}",
+                    file=label_paths[sources[two].as_py()],
+                    key=str(merged.column("key")[int(one)].as_py()))
 
 
 def target_columns(labels: LabelSet, status_column: str, feature_columns: Sequence[str]) \
@@ -266,7 +314,7 @@ def label_columns(feature_keys: keymod.KeyColumn, labels: LabelSet, targets: Seq
         "mos": labels.array("mos").take(take),
         RAW_COLUMN: labels.array(RAW_COLUMN).take(take),
         status_column: STATUS_VALUES.take(pa.array(matched.view(np.int8))),
-        SOURCE_COLUMN: pc.fill_null(labels.array("source").take(take), ""),
+        SOURCE_COLUMN: labels.sources(take),
     }
     for extra in labels.extras:
         if extra in targets:
@@ -318,10 +366,13 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
             file=file)
 
 
-def unmatched_label_keys(labels: LabelSet, feature_keys: pa.Array) -> list[str]:
-    """A few label keys (in label order) that no feature row has."""
-    missing = pc.invert(pc.is_in(labels.keys, value_set=feature_keys))
-    return labels.keys.filter(missing).slice(0, SAMPLE_SIZE).to_pylist()
+def unmatched_label_keys(labels: LabelSet, positions: np.ndarray) -> list[str]:
+    """A few label keys (in label order) that no feature row has, given the label row
+    of every distinct feature key (``positions``, -1 for none)."""
+    used = np.zeros(labels.table.num_rows, dtype=bool)
+    used[positions[positions >= 0]] = True
+    unused = np.flatnonzero(~used)[:SAMPLE_SIZE]
+    return labels.keys.take(pa.array(unused, type=pa.int64())).to_pylist()
 
 
 def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
@@ -341,7 +392,7 @@ def build_audit(features: str, out: str, options: MosOptions, labels: LabelSet,
         "label_key_regex": options.label_key_regex or "",
         "label_mos_column": labels.files[0]["mos_column"],
         "label_sources": list(label_sources),
-        "labels_loaded": len(labels.table),
+        "labels_loaded": labels.table.num_rows,
         "match_rate": cov.rate,
         "matched_feature_keys": cov.matched_keys,
         "matched_rows": cov.matched_rows,
@@ -382,11 +433,11 @@ class LabelJoin:
 
     def gate(self, tally: Any) -> None:
         uniques = tally.keys
-        self.coverage = coverage_of(uniques, self.labels.rows_of(uniques) >= 0,
-                                    unkeyed_rows=tally.unkeyed, matched_rows=self.matched_rows,
-                                    input_rows=tally.rows)
+        positions = self.labels.rows_of(uniques)
+        self.coverage = coverage_of(uniques, positions >= 0, unkeyed_rows=tally.unkeyed,
+                                    matched_rows=self.matched_rows, input_rows=tally.rows)
         gate(self.coverage, self.options.min_match_rate, self.features)
-        self.unmatched_labels = unmatched_label_keys(self.labels, uniques)
+        self.unmatched_labels = unmatched_label_keys(self.labels, positions)
 
     def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], None]:
         return label_columns(keys, self.labels, self.targets, self.options.status_column), None

@@ -97,13 +97,7 @@ def read_table(path: Path, written: str, text_columns: TextColumns = (),
         if fmt == "csv":
             header = _csv_columns(path, written)
             text = set(_chosen(text_columns, header))
-            frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False,
-                                na_values=[""])
-            if not isinstance(frame.index, pd.RangeIndex):
-                # pandas turns the extra leading fields of a too-long first row into an
-                # index, shifting every column; preserve_index=False would then drop data.
-                raise DataError("row 1 has more fields than the header", file=written)
-            columns = [pc.cast(c, pa.string()) for c in _arrow_from_frame(frame, written).columns]
+            columns = csv_text_by_arrow(path, header) or csv_text_by_pandas(path, written)
             if csv_types:
                 columns = [column if name in text else type_csv_column(column)
                            for name, column in zip(header, columns, strict=True)]
@@ -116,6 +110,54 @@ def read_table(path: Path, written: str, text_columns: TextColumns = (),
         if column in frame.columns:  # JSON keys may mix numbers and text
             frame[column] = frame[column].map(str, na_action="ignore")
     return _arrow_from_frame(frame, written)
+
+
+def csv_text_by_arrow(path: Path, header: list[str]) -> list[pa.ChunkedArray] | None:
+    """Every cell as text (an empty cell null), by Arrow's multithreaded CSV reader; None
+    where the file needs pandas' rules (quotes, lone carriage returns, rows of another
+    length, one column, names pandas renames), so both give the same cells or Arrow
+    gives none."""
+    import pyarrow.csv as pcsv
+
+    if len(header) < 2:  # pandas skips a line of spaces, which Arrow reads as a cell
+        return None
+    if not _plain_csv(path):
+        return None
+    try:
+        table = pcsv.read_csv(
+            path, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(
+                column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True,
+                null_values=[""], quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeError):
+        return None
+    if table.column_names != header:
+        return None
+    return list(table.columns)
+
+
+def _plain_csv(path: Path) -> bool:
+    """No quote (Arrow closes one left open at the end of the file) and no carriage
+    return but in CRLF (the two readers end lines at a lone one differently)."""
+    with open(path, "rb") as handle:
+        block = b""
+        while more := handle.read(1 << 24):
+            block = block[-1:] + more  # a CRLF split between two reads
+            if b'"' in block or block.count(b"\r") != block.count(b"\r\n") + \
+                    block.endswith(b"\r"):
+                return False
+    return not block.endswith(b"\r")
+
+
+def csv_text_by_pandas(path: Path, written: str) -> list[pa.ChunkedArray]:
+    """Every cell as text (an empty cell null), by pandas: the rule Arrow's reader meets."""
+    frame = pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False,
+                        na_values=[""])
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the extra leading fields of a too-long first row into an
+        # index, shifting every column; preserve_index=False would then drop data.
+        raise DataError("row 1 has more fields than the header", file=written)
+    return [pc.cast(c, pa.string()) for c in _arrow_from_frame(frame, written).columns]
 
 
 INTEGER_TEXT = r"^-?(0|[1-9][0-9]*)$"

@@ -66,6 +66,22 @@ def check_library_version(library):
         )
 
 
+def refuse_path_prefix() -> None:
+    """Stop (exit 2) under a module `prefix:` or `replace_prefix:`, also one on a module
+    that uses this one: Snakemake would expect the outputs at other paths than the jobs
+    write, which are the manifest's (it names every output)."""
+    modifier = workflow.modifier.path_modifier
+    while modifier is not None:
+        if modifier.prefix or modifier.modifies_prefixes:
+            directive = "prefix" if modifier.prefix else "replace_prefix"
+            fail_before_any_job(
+                f"error: a module {directive}: is not supported: the manifest names "
+                "every output, so change the paths there"
+            )
+        modifier = modifier.inner_modifier
+
+
+refuse_path_prefix()
 check_library_version(import_library())
 from materializer import runs
 from materializer.errors import UsageError
@@ -119,6 +135,28 @@ def table_params(table):
 def executor():
     """The executor for provenance, looked up when a job runs (set by then)."""
     return runs.executor_name(getattr(workflow.executor_plugin, "name", None))
+
+
+# verify.smk as Snakemake records it on the rules defined there (a URL under github()).
+VERIFY_RULES_FILE = RULES_DIR.join("verify.smk").get_path_or_uri(secret_free=True)
+
+
+def is_verify_rule(target: str) -> bool:
+    """Whether a target is this workflow's verify rule, under any name (a Snakefile using
+    it as a module renames it: materializer_verify)."""
+    return (
+        workflow.is_rule(target)
+        and workflow.get_rule(target).snakefile == VERIFY_RULES_FILE
+    )
+
+
+def run_targets() -> list[str]:
+    """The run's targets, with the verify rule under its own name `verify`, so that
+    RUN.after_failure recognises a failed check (which must not rewrite the reports)."""
+    return [
+        runs.VERIFY_TARGET if is_verify_rule(t) else t
+        for t in workflow.dag_settings.targets
+    ]
 
 
 def forget_metadata(path):
