@@ -21,6 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import Result, snapshot
 
+from materializer import keys as keymod
+from materializer import streaming
+
 ROWS = 300_000
 FRAMES_PER_CLIP = 150
 BATCH_ROWS = "5000"
@@ -285,3 +288,26 @@ def test_second_opinion_joins_stream_with_the_in_memory_result(tmp_path: Path,
         assert never.num_rows == rows and {"ok", "bad", "missing"} == set(status)
     else:
         assert 0 < never.num_rows < rows and "missing" not in status
+
+
+def test_pass_two_gets_pass_ones_keys_whatever_its_batches(tmp_path: Path) -> None:
+    """The spill gives back each row's key in order, also when pass two asks for other
+    batch sizes than pass one wrote (a take spanning two written batches, or part of one)."""
+    normalize = keymod.KeyNormalizer("path", "basename", None)
+    written = [["a/1.mp4", "a/1.mp4", None], ["b/2.mp4", " ", "a/1.mp4", "c/3.mp4", "b/2.mp4"],
+               [], ["c/3.mp4", "d/4.mp4"]]
+    spill = streaming.KeySpill(tmp_path)
+    for _ in spill.keeping((normalize(pa.array(rows, type=pa.string())), {})
+                           for rows in written):
+        pass
+    expected = [keymod.KeyNormalizer("path", "basename", None)(pa.array([row]))
+                for rows in written for row in rows]
+    expected = [None if len(k.keys) == 0 or k.codes[0] < 0 else k.keys[0].as_py()
+                for k in expected]
+    got = []
+    for rows in (4, 1, 3, 2):
+        keys = spill.take(rows)
+        got += [None if code < 0 else keys.keys[int(code)].as_py() for code in keys.codes]
+    spill.close()
+    assert got == expected == ["1.mp4", "1.mp4", None, "2.mp4", None, "1.mp4", "3.mp4",
+                               "2.mp4", "3.mp4", "4.mp4"]

@@ -304,6 +304,11 @@ def _column_bases(competitors: Sequence[str], prefix: str, given: set[str]) -> d
     return bases
 
 
+ROW_STATUSES = ("ok", "bad", "missing")
+OK, MISSING = 0, 2
+STATUS_TEXT = pa.array(ROW_STATUSES, type=pa.string())
+
+
 class _Competitor:
     """One competitor's score records, looked up by feature key."""
 
@@ -311,9 +316,11 @@ class _Competitor:
         self.name, self.records, self.base = name, records.reset_index(drop=True), base
         self.keys = pa.array(self.records["key"].to_numpy(object), type=pa.string())
         self.index = keymod.KeyIndex(self.keys)
-        self.status = self.records["status"].to_numpy(object)
+        self.status = pd.Categorical(self.records["status"], categories=ROW_STATUSES) \
+            .codes.astype(np.int8)
         self.scores = self.records["score"].to_numpy(dtype="float64")
-        self.rows = {"ok": 0, "bad": 0, "missing": 0}
+        self.sources = pa.array(self.records["source"].to_numpy(object), type=pa.string())
+        self.rows = dict.fromkeys(ROW_STATUSES, 0)
         self._last: tuple[pa.Array, np.ndarray] | None = None
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
@@ -330,12 +337,13 @@ class _Competitor:
         return positions
 
     def row_status(self, positions: np.ndarray) -> np.ndarray:
-        return np.where(positions >= 0, self.status[np.maximum(positions, 0)], "missing")
+        """Each row's status as its position in ``ROW_STATUSES`` (small integers)."""
+        return np.where(positions >= 0, self.status[np.maximum(positions, 0)], MISSING)
 
     def ok_scores(self, positions: np.ndarray, status: np.ndarray) -> np.ndarray:
         """Each row's score where its status is ok, NaN elsewhere: bad and missing rows
         take no part in the agreement with MOS."""
-        return np.where(status == "ok", self.scores[np.maximum(positions, 0)], np.nan)
+        return np.where(status == OK, self.scores[np.maximum(positions, 0)], np.nan)
 
 
 def _mos_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -441,9 +449,10 @@ class ScoreJoin:
         for competitor in self.competitors:
             positions = competitor.positions(keys)
             status = competitor.row_status(positions)
-            for name in competitor.rows:
-                competitor.rows[name] += int((status == name).sum())
-            missing_any |= status == "missing"
+            for name, count in zip(ROW_STATUSES, np.bincount(status, minlength=3),
+                                   strict=True):
+                competitor.rows[name] += int(count)
+            missing_any |= status == MISSING
             if self.mos_column is not None:
                 scores[competitor.name] = competitor.ok_scores(positions, status)
         self.missing_any_rows += int(missing_any.sum())
@@ -489,17 +498,17 @@ class ScoreJoin:
         for competitor in self.competitors:
             positions = competitor.positions(keys)
             status = competitor.row_status(positions)
-            lost = status == "missing"
+            lost = status == MISSING
             take = np.maximum(positions, 0)
             records, base = competitor.records, competitor.base
             columns[f"{base}_score"] = _nullable_floats(records["score"].to_numpy()[take], lost)
-            columns[f"{base}_status"] = pa.array(status, type=pa.string())
+            columns[f"{base}_status"] = STATUS_TEXT.take(pa.array(status))
             columns[f"{base}_runtime_ms"] = _nullable_floats(
                 records["runtime_ms"].to_numpy()[take], lost)
             columns[f"{base}_frames"] = pa.array(
                 np.where(lost, 0, records["frames"].to_numpy()[take]), type=pa.int64())
-            columns[f"{base}_source"] = pa.array(
-                np.where(lost, "", records["source"].to_numpy(object)[take]), type=pa.string())
+            columns[f"{base}_source"] = pc.fill_null(
+                competitor.sources.take(pa.array(take, mask=lost)), "")
             missing_any |= lost
         return columns, (~missing_any if self.options.missing_policy == "drop" else None)
 

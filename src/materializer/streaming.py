@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from materializer import files, publish, tableio
@@ -125,15 +128,86 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
                {name: batch.column(name) for name in observed})
 
 
+class KeySpill:
+    """Pass one's normalised keys, on disk for pass two: normalising a batch of a table
+    with one row per clip costs more than reading and writing it, so it is done once.
+
+    An Arrow IPC stream of one dictionary column (row codes into each batch's keys), in
+    the system's temporary folder: four bytes a row plus the batch's distinct keys.
+    """
+
+    SCHEMA = pa.schema([("key", pa.dictionary(pa.int32(), pa.string()))])
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "keys.arrows"
+        self._file: pa.OSFile | None = None
+        self._batches: Iterator[pa.RecordBatch] = iter(())
+        self._pending = keymod.KeyColumn.empty()
+
+    def keeping(self, batches: Iterator[tuple[keymod.KeyColumn, Observed]]) \
+            -> Iterator[tuple[keymod.KeyColumn, Observed]]:
+        """``batches``, each key column written to the spill on its way."""
+        with pa.ipc.new_stream(str(self.path), self.SCHEMA) as writer:
+            for keys, values in batches:
+                codes = pa.array(keys.codes.astype(np.int32), mask=keys.unkeyed)
+                writer.write_batch(pa.record_batch(
+                    [pa.DictionaryArray.from_arrays(codes, keys.keys)], schema=self.SCHEMA))
+                yield keys, values
+
+    def take(self, rows: int) -> keymod.KeyColumn:
+        """The key column of the next ``rows`` rows, in the order pass one saw them."""
+        if self._file is None:
+            self._file = pa.OSFile(str(self.path))
+            self._batches = iter(pa.ipc.open_stream(self._file))
+        parts, have = [], 0
+        while have < rows:
+            if not len(self._pending):
+                self._pending = _key_column(next(self._batches).column(0))
+            part = self._pending
+            need = min(rows - have, len(part))
+            parts.append(keymod.KeyColumn(part.codes[:need], part.keys))
+            self._pending = keymod.KeyColumn(part.codes[need:], part.keys)
+            have += need
+        return parts[0] if len(parts) == 1 else _joined(parts)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _key_column(column: pa.DictionaryArray) -> keymod.KeyColumn:
+    codes = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)
+    return keymod.KeyColumn(codes.astype(np.intp), column.dictionary)
+
+
+def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
+    """Key columns one after the other (their keys appended: a key may then repeat)."""
+    shift = np.cumsum([0] + [len(part.keys) for part in parts[:-1]])
+    codes = np.concatenate([np.where(part.codes >= 0, part.codes + offset, -1)
+                            for part, offset in zip(parts, shift, strict=True)])
+    return keymod.KeyColumn(codes, pa.concat_arrays([part.keys for part in parts]))
+
+
 def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
     """The join for a parquet table read and written in record batches.
 
     Pass one observes every key and applies the gate before anything is written; pass
-    two attaches the core's columns batch by batch (keeping the rows it keeps).
+    two attaches the core's columns batch by batch (keeping the rows it keeps), with the
+    keys pass one normalised.
     """
+    with tempfile.TemporaryDirectory(prefix="materializer-keys-") as scratch:
+        spill = KeySpill(Path(scratch))
+        try:
+            return _two_passes(plan, core, spill)
+        finally:
+            spill.close()
+
+
+def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
     path = plan.feature_path
     normalize = plan.normalizer(core)
-    audit = gated_audit(plan, core, normalize, _key_batches(plan, core, normalize))
+    audit = gated_audit(plan, core, normalize,
+                        spill.keeping(_key_batches(plan, core, normalize)))
     audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
     progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
@@ -141,8 +215,7 @@ def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
     def attached(batch: pa.RecordBatch | None) -> pa.Table:
         table = pa.Table.from_batches([batch]) if batch is not None \
             else reader.schema_arrow.empty_table()
-        keys = normalize(table.column(core.key_column)) if batch is not None \
-            else keymod.KeyColumn.empty()
+        keys = spill.take(batch.num_rows) if batch is not None else keymod.KeyColumn.empty()
         new, keep = core.columns(keys)
         table = attach(table, new)
         return table.filter(pa.array(keep)) if keep is not None else table
