@@ -1,4 +1,4 @@
-"""The floor: pyarrow reading and writing the same parquet table once, nothing else.
+"""The floor: pyarrow reading the same table once and writing it as parquet, nothing else.
 
 ``--stream`` reads and writes record batches (bounded memory, as the streaming join
 does); without it the whole table is read and written at once (as the in-memory join).
@@ -14,7 +14,18 @@ import pyarrow.parquet as pq
 
 
 def copy_whole(source: str, target: str) -> None:
-    pq.write_table(pq.read_table(source), target)
+    """Read the whole table (pyarrow's parquet, CSV or JSON-lines reader), write parquet."""
+    if source.endswith(".csv"):
+        import pyarrow.csv as pcsv
+
+        table = pcsv.read_csv(source)
+    elif source.endswith(".jsonl"):
+        import pyarrow.json as pjson
+
+        table = pjson.read_json(source)
+    else:
+        table = pq.read_table(source)
+    pq.write_table(table, target)
 
 
 def copy_streaming(source: str, target: str, batch_rows: int) -> None:

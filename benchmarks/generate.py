@@ -7,6 +7,7 @@ written in row groups of ``ROW_GROUP`` rows, so a 50M-row table is generated in
 bounded memory.
 
     python benchmarks/generate.py table --rows 1000000 --out benchmarks/data/t1m.parquet
+    python benchmarks/generate.py convert benchmarks/data/t1m.parquet benchmarks/data/t1m.csv
     python benchmarks/generate.py manifest --tables 100 --rows 1000 --dir benchmarks/data/m100
 """
 
@@ -125,6 +126,22 @@ def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None
     return path
 
 
+def convert(table: Path, target: Path) -> None:
+    """The parquet table as CSV or JSON lines, row group by row group (pyarrow's writers;
+    float32 features print as their shortest text)."""
+    import pyarrow.csv as pcsv
+
+    source = pq.ParquetFile(table)
+    with open(target, "wb") as sink:
+        for index in range(source.num_row_groups):
+            chunk = source.read_row_group(index)
+            if target.suffix == ".csv":
+                pcsv.write_csv(chunk, sink, pcsv.WriteOptions(include_header=index == 0))
+            else:
+                lines = chunk.to_pandas().to_json(orient="records", lines=True)
+                sink.write(lines.encode() + (b"" if lines.endswith("\n") else b"\n"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -135,6 +152,9 @@ def main() -> None:
     table.add_argument("--features", type=int, default=N_FEATURES)
     table.add_argument("--frames-per-clip", type=int, default=FRAMES_PER_CLIP,
                        help="rows per clip (1: one row per clip, a million distinct keys)")
+    converted = sub.add_parser("convert", help="a parquet table as .csv or .jsonl")
+    converted.add_argument("table", type=Path)
+    converted.add_argument("target", type=Path)
     manifest = sub.add_parser("manifest", help="a folder with a manifest of small tables")
     manifest.add_argument("--tables", type=int, required=True)
     manifest.add_argument("--rows", type=int, default=1000)
@@ -145,6 +165,8 @@ def main() -> None:
                     frames_per_clip=args.frames_per_clip)
         write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows,
                      args.frames_per_clip)
+    elif args.what == "convert":
+        convert(args.table, args.target)
     else:
         print(write_manifest(args.dir, args.tables, args.rows))
 

@@ -4,6 +4,7 @@ The join the benchmark gives the materializer, written as a user would in each: 
 regex extracted from the feature path, a left join onto the labels (keys as text),
 parquet out. Each is what the engine's documentation recommends for files larger than
 memory: a lazy scan with ``sink_parquet`` (polars), ``COPY (SELECT ...) TO`` (DuckDB).
+The feature table is parquet, CSV or JSON lines, by its extension.
 
     python benchmarks/peers.py polars TABLE.parquet LABELS.csv OUT.parquet
     python benchmarks/peers.py duckdb TABLE.parquet LABELS.csv OUT.parquet
@@ -20,10 +21,14 @@ def polars_join(table: str, labels: str, out: str) -> None:
     import polars as pl
 
     mos = pl.scan_csv(labels, schema_overrides={"flickr_id": pl.String})
-    (pl.scan_parquet(table)
+    scan = {"parquet": pl.scan_parquet, "csv": pl.scan_csv, "jsonl": pl.scan_ndjson}
+    (scan[table.rsplit(".", 1)[1]](table)
      .with_columns(flickr_id=pl.col("path").str.extract(generate.REGEX, 1))
      .join(mos, on="flickr_id", how="left", maintain_order="left")
      .sink_parquet(out))
+
+
+READERS = {"parquet": "read_parquet", "csv": "read_csv", "jsonl": "read_json"}
 
 
 def duckdb_join(table: str, labels: str, out: str) -> None:
@@ -32,7 +37,7 @@ def duckdb_join(table: str, labels: str, out: str) -> None:
     duckdb.sql(f"""
         COPY (
             SELECT f.*, l.mos
-            FROM read_parquet('{table}') f
+            FROM {READERS[table.rsplit(".", 1)[1]]}('{table}') f
             LEFT JOIN read_csv('{labels}', types={{'flickr_id': 'VARCHAR'}}) l
               ON regexp_extract(f.path, '{generate.REGEX}', 1) = l.flickr_id
         ) TO '{out}' (FORMAT parquet)

@@ -11,6 +11,7 @@ the child's own ``wait4`` rusage. Runs are interleaved (floor, materializer, flo
     python benchmarks/run.py manifests --tables 10 100 1000
     python benchmarks/run.py manifests --tables 1000 --report-plots true --format json
     python benchmarks/run.py peers --rows 1000000 10000000 --shape per-frame per-clip
+    python benchmarks/run.py peers --rows 1000000 --format csv jsonl
 """
 
 from __future__ import annotations
@@ -144,11 +145,25 @@ def bench_rows(rows: int, features: int, repeat: int, forced: bool) -> dict[str,
             "streamed": stream, "results": found, "ratio_vs_floor": ratios}
 
 
-def bench_peers(rows: int, features: int, shape: str, repeat: int) -> dict[str, Any]:
+def in_format(table: Path, fmt: str) -> Path:
+    """The parquet feature table as CSV or JSON lines (written once, in a child)."""
+    if fmt == "parquet":
+        return table
+    converted = table.with_suffix(f".{fmt}")
+    if not converted.exists():
+        print(f"writing {converted.name} ...", flush=True)
+        subprocess.run([sys.executable, str(HERE / "generate.py"), "convert", str(table),
+                        str(converted)], check=True)
+    return converted
+
+
+def bench_peers(rows: int, features: int, shape: str, repeat: int,
+                fmt: str = "parquet") -> dict[str, Any]:
     """The same join in polars and DuckDB beside the materializer and the floor."""
-    table, labels = ensure_table(rows, features, shape)
+    parquet, labels = ensure_table(rows, features, shape)
+    table = in_format(parquet, fmt)
     out = DATA / "out.parquet"
-    stream = table.stat().st_size > THRESHOLD_BYTES
+    stream = fmt == "parquet" and table.stat().st_size > THRESHOLD_BYTES
     floor = [sys.executable, str(HERE / "floor.py"), table.name, out.name]
 
     def peer(engine: str) -> Callable[[], dict[str, Any]]:
@@ -161,7 +176,7 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int) -> dict[str, 
         "polars": peer("polars"), "duckdb": peer("duckdb"),
         "materializer": lambda: measure(mos_argv(table, labels, out), DATA),
     }
-    print(f"{shape}, {rows} rows x {features} features "
+    print(f"{shape}, {rows} rows x {features} features, {fmt} "
           f"({table.stat().st_size / 2**20:.0f} MiB):", flush=True)
     found = interleaved(cases, repeat)
     for stale in DATA.glob("out.parquet*"):
@@ -169,8 +184,8 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int) -> dict[str, 
     best = {"wall_s": min(found[p]["wall_s"] for p in ("polars", "duckdb")),
             "peak_mib": min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
     mine = found["materializer"]
-    return {"rows": rows, "features": features, "shape": shape, "streamed": stream,
-            "parquet_mib": table.stat().st_size / 2**20, "results": found,
+    return {"rows": rows, "features": features, "shape": shape, "format": fmt,
+            "streamed": stream, "input_mib": table.stat().st_size / 2**20, "results": found,
             "vs_best_peer": {"wall": mine["wall_s"] / best["wall_s"],
                              "peak": mine["peak_mib"] / best["peak_mib"]}}
 
@@ -251,6 +266,8 @@ def main() -> None:
     peers.add_argument("--shape", choices=SHAPES, nargs="+", default=list(SHAPES))
     peers.add_argument("--features", type=int, default=generate.N_FEATURES)
     peers.add_argument("--repeat", type=int, default=3)
+    peers.add_argument("--format", choices=("parquet", "csv", "jsonl"), nargs="+",
+                       default=["parquet"], help="the feature table's format")
     many = sub.add_parser("manifests", help="plan, run and rerun manifests of small tables")
     many.add_argument("--tables", type=int, nargs="+", default=[10, 100, 1000])
     many.add_argument("--rows", type=int, default=1000, help="rows per table")
@@ -268,11 +285,12 @@ def main() -> None:
             save(f"rows-{count}", {"machine": info,
                                    **bench_rows(count, args.features, args.repeat, forced)})
     elif args.what == "peers":
-        for shape in args.shape:
-            for count in args.rows:
-                save(f"peers-{shape}-{count}",
-                     {"machine": info, **bench_peers(count, args.features, shape,
-                                                     args.repeat)})
+        for fmt in args.format:
+            for shape in args.shape:
+                for count in args.rows:
+                    name = f"peers-{shape}-{count}" + ("" if fmt == "parquet" else f"-{fmt}")
+                    save(name, {"machine": info, **bench_peers(count, args.features, shape,
+                                                               args.repeat, fmt)})
     else:
         for count in args.tables:
             save(variant(count, args.report_plots, args.format),

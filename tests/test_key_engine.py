@@ -112,10 +112,13 @@ def test_tables_of_every_shape_count_like_pandas(tmp_path: Path, mos, monkeypatc
     assert ("streamed" in audit) is (stream == "always")
 
 
-def test_merges_are_found_across_many_batches_once_keys_settle(monkeypatch) -> None:
-    """Keys seen in earlier batches move into a hashed index as they accumulate; a text
-    folding onto one of them later is still a merge, and a repeat of its own text is not."""
-    monkeypatch.setattr(keys, "SETTLE_KEYS", 3)
+@pytest.mark.parametrize("fold_batches", [1, 3, 64])
+def test_merges_are_found_across_many_batches_however_they_fold(monkeypatch,
+                                                                 fold_batches: int) -> None:
+    """Batches' keys are checked against each other when they fold (every few batches,
+    and at the end); a text folding onto an earlier key later is still a merge, and a
+    repeat of its own text is not, whenever the fold happens."""
+    monkeypatch.setattr(keys, "FOLD_BATCHES", fold_batches)
     normalizer = keys.KeyNormalizer("path", "basename", None)
     for batch in range(6):
         normalizer(pa.array([f"a/{batch}-{i}.mp4" for i in range(4)]))

@@ -244,9 +244,13 @@ class KeyNormalizer:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        self._owners = _Owners()  # path-normalised keys so far, and the first text of each
-        self.merged: set[str] = set()
-        self.example: tuple[str, str, str] | None = None
+        # Per batch so far (folded now and then): its path-normalised keys, the first text
+        # of each, and the batch each first came in.
+        self._firsts: list[tuple[pa.Array, pa.Array, np.ndarray]] = []
+        self._batches = 0
+        self._merged: set[str] = set()
+        # The first merge of each kind found: (batch, 0 within it / 1 across, texts, key).
+        self._examples: list[tuple[int, int, str, str, str]] = []
 
     def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
         raw_codes, distinct = _factorize(values)
@@ -267,38 +271,70 @@ class KeyNormalizer:
         return _blank_to_null(pc.utf8_trim_whitespace(path_part(text, self.mode == "stem")))
 
     def _track_merges(self, text: pa.Array, encoded: pa.DictionaryArray) -> None:
-        """Remember the first text of each key; a second, different text is a merge.
-
-        On the distinct texts of a batch and their encoded keys: a key's first text in
-        the batch (codes count up in order of first appearance), then the owners of keys
-        from earlier batches, by one Arrow hash lookup of the batch's distinct keys."""
+        """A key's second, different text is a merge: within the batch now, on its distinct
+        texts and their encoded keys (codes count up in order of first appearance); across
+        batches in one hash pass over each batch's keys and first texts (``_fold``)."""
         codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-        before = np.maximum.accumulate(np.concatenate([[-1], codes]))[:-1]
-        first = np.flatnonzero(codes > before)  # first[k]: the first row of key k
+        first = first_rows(codes)  # first[k]: the first row of key k
         rows = np.flatnonzero(codes >= 0)
         repeats = rows[first[codes[rows]] != rows]
-        clashes = []
         if len(repeats):  # texts that share a key with an earlier text of this batch
-            owner = text.take(pa.array(first[codes[repeats]]))
-            mine = text.take(pa.array(repeats))
-            differ = pc.fill_null(pc.not_equal(owner, mine), False)
-            clashes.append((owner.filter(differ), mine.filter(differ)))
-        batch_texts = text.take(pa.array(first, type=pa.int64()))
-        known = self._owners.texts_of(encoded.dictionary)
-        seen = pc.is_valid(known)
-        if pc.any(seen).as_py():
-            owner = known.filter(seen)
-            mine = batch_texts.filter(seen)
-            differ = pc.fill_null(pc.not_equal(owner, mine), False)
-            clashes.append((owner.filter(differ), mine.filter(differ)))
-        fresh = pc.invert(seen)
-        self._owners.add(encoded.dictionary.filter(fresh), batch_texts.filter(fresh))
-        for owner, mine in clashes:
-            if len(owner):
-                merged = self._path_mode(mine).to_pylist()
-                self.merged.update(merged)
-                if self.example is None:
-                    self.example = (owner[0].as_py(), mine[0].as_py(), merged[0])
+            self._clash(self._batches, 0, text.take(pa.array(first[codes[repeats]])),
+                        text.take(pa.array(repeats)))
+        self._firsts.append((encoded.dictionary, text.take(pa.array(first, type=pa.int64())),
+                             np.full(len(first), self._batches)))
+        self._batches += 1
+        if len(self._firsts) > FOLD_BATCHES:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Each key's first text in later batches against its first text of all: one
+        ``dictionary_encode`` of the keys kept so far, which then shrink to the first of
+        each (so a stream of many batches keeps one entry per key)."""
+        if len(self._firsts) < 2:
+            return
+        keys = pa.concat_arrays([k for k, _, _ in self._firsts])
+        texts = pa.concat_arrays([t for _, t, _ in self._firsts])
+        batches = np.concatenate([b for _, _, b in self._firsts])
+        codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
+        first = first_rows(codes)
+        if len(first) == len(codes):  # no key in two batches: nothing to compare or drop
+            self._firsts = [(keys, texts, batches)]
+            return
+        later = np.ones(len(codes), dtype=bool)
+        later[first] = False
+        later = np.flatnonzero(later)
+        if len(later):
+            owner = texts.take(pa.array(first[codes[later]]))
+            mine = texts.take(pa.array(later))
+            differ = pc.fill_null(pc.not_equal(owner, mine), False).to_numpy(
+                zero_copy_only=False)
+            if differ.any():
+                at = later[differ]
+                self._clash(int(batches[at[0]]), 1, owner.filter(differ), mine.filter(differ))
+        picked = pa.array(first)
+        self._firsts = [(keys.take(picked), texts.take(picked), batches[first])]
+
+    def _clash(self, batch: int, kind: int, owner: pa.Array, mine: pa.Array) -> None:
+        """Record raw texts (``mine``) whose key an earlier text (``owner``) has."""
+        differ = pc.fill_null(pc.not_equal(owner, mine), False)
+        owner, mine = owner.filter(differ), mine.filter(differ)
+        if len(owner):
+            merged = self._path_mode(mine).to_pylist()
+            self._merged.update(merged)
+            self._examples.append((batch, kind, owner[0].as_py(), mine[0].as_py(), merged[0]))
+
+    @property
+    def merged(self) -> set[str]:
+        """Every key that two raw texts became, over all batches so far."""
+        self._fold()
+        return self._merged
+
+    @property
+    def example(self) -> tuple[str, str, str] | None:
+        """The first merge in stream order: two texts and the key both became."""
+        self._fold()
+        return min(self._examples)[2:] if self._examples else None
 
     def refuse_merges(self, allow: bool, file: str) -> None:
         """Fail on the first two raw keys that became one, unless merging is allowed."""
@@ -364,45 +400,15 @@ def _path_part_by_regex(text: pa.Array, stem: bool) -> pa.Array:
     return pc.replace_substring_regex(keys, r"(?s)^(.+)\.[^.]*$", r"\1") if stem else keys
 
 
-SETTLE_KEYS = 1 << 20
-"""Recent keys (Arrow) kept beside the settled index before they join it."""
+FOLD_BATCHES = 64
+"""Batches whose keys the merge check keeps before it folds them (see ``_fold``)."""
 
 
-class _Owners:
-    """Each path-normalised key seen so far with its first text, looked up per batch.
-
-    A settled part (a ``KeyIndex``, which hashes only what it is asked about) and a
-    recent part of at most ``SETTLE_KEYS`` keys (looked up with ``index_in``, which hashes
-    it per call) that then joins the settled one: the settled hash table is rebuilt once
-    per million new keys, not once per batch."""
-
-    def __init__(self) -> None:
-        self._settled = KeyIndex(pa.array([], type=pa.string()))
-        self._texts = pa.array([], type=pa.string())
-        self._recent: list[tuple[pa.Array, pa.Array]] = []
-
-    def texts_of(self, keys: pa.Array) -> pa.Array:
-        """The first text of each key, null for keys not seen yet."""
-        at = self._settled.positions(keys)
-        texts = self._texts.take(pa.array(at, mask=at < 0))
-        if self._recent:
-            recent_keys, recent_texts = self._joined()
-            texts = pc.coalesce(texts, recent_texts.take(pc.index_in(keys,
-                                                                     value_set=recent_keys)))
-        return texts
-
-    def add(self, keys: pa.Array, texts: pa.Array) -> None:
-        if len(keys):
-            self._recent.append((keys, texts))
-        if sum(len(k) for k, _ in self._recent) > SETTLE_KEYS:
-            recent_keys, recent_texts = self._joined()
-            self._settled = self._settled.extended(recent_keys)
-            self._texts = pa.concat_arrays([self._texts, recent_texts])
-            self._recent = []
-
-    def _joined(self) -> tuple[pa.Array, pa.Array]:
-        return (pa.concat_arrays([k for k, _ in self._recent]),
-                pa.concat_arrays([t for _, t in self._recent]))
+def first_rows(codes: np.ndarray) -> np.ndarray:
+    """The first row of each code, for codes numbered in order of first appearance
+    (a ``dictionary_encode``): where a code exceeds every code before it."""
+    before = np.maximum.accumulate(np.concatenate([[-1], codes]))[:-1]
+    return np.flatnonzero(codes > before)
 
 
 def _recode(raw_codes: np.ndarray, encoded: pa.DictionaryArray) -> KeyColumn:

@@ -160,8 +160,9 @@ def _spread_numbers(table: pa.Table, column: str, keys: keymod.KeyColumn, file: 
 
 
 def _read_label_file(source: Source, options: MosOptions, run: RunContext, number: int) \
-        -> tuple[pa.Table, dict[str, Any]]:
-    """One label file as keyed rows (key, mos, raw MOS, ``file`` = ``number``, extras)."""
+        -> tuple[pa.Table, dict[str, Any], bool]:
+    """One label file as keyed rows (key, mos, raw MOS, ``file`` = ``number``, extras),
+    its description, and whether each key is in one row only."""
     written = source.path
     key_of = join.key_resolver(source, options.label_key_column, keymod.MOS_KEY_CANDIDATES,
                                shown("label_key_column"))
@@ -218,7 +219,7 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
         "source": written,
         "std_dev_rescaled_to_1_5": spread_rescaled,
     }
-    return pa.table(labels), described
+    return pa.table(labels), described, len(label_keys.keys) == len(rows)
 
 
 def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunContext) \
@@ -227,12 +228,13 @@ def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunCo
 
     The first row of each key is kept, in order of first appearance; another row of the
     key with another MOS (or another known spread, count or split) is a conflict."""
-    tables, files = [], []
+    tables, files, distinct = [], [], []
     label_paths = [source.path for source in label_sources]
     for number, source in enumerate(label_sources):
-        table, described = _read_label_file(source, options, run, number)
+        table, described, once = _read_label_file(source, options, run, number)
         tables.append(table)
         files.append(described)
+        distinct.append(once)
     if not tables or not sum(table.num_rows for table in tables):
         raise DataError("no MOS labels loaded from " + ", ".join(label_paths),
                         file=label_paths[0] if label_paths else None)
@@ -241,21 +243,15 @@ def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunCo
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataError(f"label files disagree on a column's type ({exc})",
                         file=label_paths[-1]) from None
-    encoded = pc.dictionary_encode(merged.column("key").combine_chunks())
-    codes = encoded.indices.to_numpy()
     extras = [c for c in merged.column_names if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
-    if len(encoded.dictionary) < merged.num_rows:  # a key given twice: same values only
-        first = _first_rows(codes)
+    if len(tables) > 1 or not distinct[0]:
+        # A key given twice (in one file or two): the same values only.
+        codes = pc.dictionary_encode(merged.column("key").combine_chunks()).indices.to_numpy()
+        first = keymod.first_rows(codes)
         for column in ["mos", *extras]:
             _refuse_conflicts(merged, column, codes, first, label_paths)
         merged = merged.take(pa.array(first))
     return LabelSet(table=merged, files=files, extras=extras, paths=label_paths)
-
-
-def _first_rows(codes: np.ndarray) -> np.ndarray:
-    """The first row of each code, for codes numbered in order of first appearance."""
-    before = np.maximum.accumulate(np.concatenate([[-1], codes]))[:-1]
-    return np.flatnonzero(codes > before)
 
 
 def _refuse_conflicts(merged: pa.Table, column: str, codes: np.ndarray, first: np.ndarray,

@@ -176,11 +176,13 @@ def type_csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
     present = column.drop_null()
     if len(present) == 0:
         return column
-    if pc.all(pc.match_substring_regex(present, INTEGER_TEXT)).as_py():
-        with contextlib.suppress(pa.ArrowInvalid):  # beyond int64
-            return pc.cast(column, pa.int64())
-    if pc.all(pc.match_substring_regex(present, FLOAT_TEXT, ignore_case=True)).as_py():
-        return pc.cast(column, pa.float64())
+    first = present.slice(0, 1)  # one cell decides which full check can succeed
+    for pattern, kind, case in ((INTEGER_TEXT, pa.int64(), False),
+                                (FLOAT_TEXT, pa.float64(), True)):
+        if pc.all(pc.match_substring_regex(first, pattern, ignore_case=case)).as_py() and \
+                pc.all(pc.match_substring_regex(present, pattern, ignore_case=case)).as_py():
+            with contextlib.suppress(pa.ArrowInvalid):  # an integer beyond int64
+                return pc.cast(column, kind)
     return column
 
 
