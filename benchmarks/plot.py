@@ -74,26 +74,29 @@ PEERS = {"floor": "tab:gray", "polars": "tab:orange", "duckdb": "tab:green",
 
 def load_peers() -> list[dict]:
     found = [json.loads(p.read_text()) for p in (HERE / "results").glob("peers-*.json")]
-    return sorted(found, key=lambda r: (r["shape"], r["rows"]))
+    return sorted(found, key=lambda r: (r.get("format", "parquet"), r["shape"], r["rows"]))
 
 
 def peers_markdown(results: list[dict]) -> str:
     """One row per shape and size: each tool's wall time and peak, and the ratios to the
     faster and the smaller peer (the issue's goal is at most 1.00 for both)."""
-    lines = ["| Shape | Rows | floor s / MiB | polars s / MiB | DuckDB s / MiB | materializer "
-             "s / MiB | wall / faster peer | peak / smaller peer |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| Features | Shape | Rows | floor s / MiB | polars s / MiB | DuckDB s / MiB | "
+             "materializer s / MiB | wall / faster peer | peak / smaller peer |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         cells = [f"{result['results'][c]['wall_s']:.2f} / {result['results'][c]['peak_mib']:,.0f}"
                  for c in PEERS]
         ratio = result["vs_best_peer"]
-        lines.append(f"| {result['shape']} | {result['rows']:,} | {' | '.join(cells)} | "
+        lines.append(f"| {result.get('format', 'parquet')} | {result['shape']} | "
+                     f"{result['rows']:,} | {' | '.join(cells)} | "
                      f"{ratio['wall']:.2f} | {ratio['peak']:.2f} |")
     return "\n".join(lines)
 
 
 def plot_peers(results: list[dict]) -> None:
-    """Wall time and peak memory against rows, per shape, for the four tools."""
+    """Wall time and peak memory against rows, per shape, for the four tools (parquet
+    feature tables; the CSV and JSON-lines rows are one size, in the table only)."""
+    results = [r for r in results if r.get("format", "parquet") == "parquet"]
     shapes = sorted({r["shape"] for r in results})
     figure, axes = plt.subplots(2, len(shapes), figsize=(5 * len(shapes), 7), squeeze=False)
     for column, shape in enumerate(shapes):

@@ -7,8 +7,10 @@ know; on every file both read, they must give the same cells.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -17,8 +19,10 @@ from hypothesis import strategies as st
 from materializer import tableio
 from materializer.errors import MaterializeError
 
-FIELD = st.text(alphabet=['a', '1', ' ', '"', ',', '\n', '\r', 'é', '\t', '\\', '#', '\0',
-                          "'", '\ufeff'], max_size=6)
+TEXT = st.text(alphabet=['a', '1', ' ', '"', ',', '\n', '\r', 'é', '\t', '\\', '#', '\0',
+                         "'", '\ufeff'], max_size=6)
+# A cell as written: anything, or quoted the RFC 4180 way (which the fast path reads).
+FIELD = st.one_of(TEXT, TEXT.map(lambda text: '"' + text.replace('"', '""') + '"'))
 
 
 def both(path: Path) -> tuple[list | None, list | str]:
@@ -46,11 +50,36 @@ def test_arrow_reads_the_cells_pandas_reads_or_none(tmp_path_factory, rows, endi
         assert fast == slow
 
 
+
+def test_well_formed_files_are_read_by_arrow_with_pandas_cells(tmp_path: Path) -> None:
+    """Files quoted the RFC 4180 way (quotes, commas, CRLF and newlines inside quoted
+    cells, empty cells) take the fast path, and give pandas' cells: so the property
+    above compares the two readers on such files, not only on files Arrow leaves."""
+    rng = np.random.default_rng(13)
+    alphabet = np.array(list('ab1 é,"\n') + ["\r\n"])
+    for number in range(200):
+        rows = []
+        for _ in range(rng.integers(1, 6)):
+            cells = []
+            for _ in range(3):
+                text = "".join(rng.choice(alphabet, rng.integers(0, 5)))
+                plain = not any(c in text for c in ',"\n\r') and text.strip() == text
+                cells.append(text if plain and rng.random() < 0.5
+                             else '"' + text.replace('"', '""') + '"')
+            rows.append(",".join(cells))
+        path = tmp_path / f"t{number}.csv"
+        path.write_bytes(("k,v,w\r\n" + "\r\n".join(rows) + "\r\n").encode())
+        fast, slow = both(path)
+        assert fast is not None and fast == slow, path.read_bytes()
+
+
 @pytest.mark.parametrize(("text", "arrow_reads"), [
     ("\ufeffk,v\n1,2\n", True),            # a BOM
     ("\n\nk,v\n\n1,2\n\n", True),         # blank lines, before the header too
     ("k,v\r\n1,\r\n\r\n", True),         # CRLF, an empty cell is null
-    ('k,v\n"x""y",2\n', False),           # quotes: pandas' rules (an open quote fails)
+    ('k,v\n"x""y","a\nb"\n"",3\n', True),  # quotes around whole fields
+    ('k,v\nx"y,2\n', False),               # a quote inside a field: pandas' rules
+    ('k,v\n1,2\n"3,4\n', False),           # a quote left open: pandas refuses the file
     ("k,v\n  \n1,2\n", False),            # a line of spaces: pandas skips it
     ("k,v\n1\n", False),                  # a short row: pandas fills it with nulls
     ("k,,v\n1,2,3\n", False),             # an empty name: pandas calls it Unnamed: 1
@@ -63,3 +92,40 @@ def test_which_files_arrow_reads(tmp_path: Path, text: str, arrow_reads: bool) -
     assert (fast is not None) is arrow_reads
     if arrow_reads:
         assert fast == slow
+
+
+# --- JSON lines: Arrow's reader gives the Python parser's table, or leaves the file ----
+
+JSON_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                       st.floats(allow_nan=False, allow_infinity=False), TEXT,
+                       st.sampled_from(["2024-01-02", "2024-01-02T10:00:00", "007"]),
+                       st.lists(st.integers(0, 3), max_size=2))
+
+
+@settings(max_examples=600, deadline=None)
+@given(rows=st.lists(st.dictionaries(st.sampled_from(["k", "v", "w"]), JSON_VALUE,
+                                     max_size=3), min_size=1, max_size=6),
+       ending=st.sampled_from(["\n", "\r\n"]))
+def test_arrow_reads_the_json_lines_python_reads_or_none(tmp_path_factory, rows,
+                                                         ending) -> None:
+    path = tmp_path_factory.mktemp("jsonl") / "t.jsonl"
+    path.write_text("".join(json.dumps(row) + ending for row in rows), encoding="utf-8")
+    fast = tableio.jsonl_by_arrow(path, ["k"])
+    if fast is not None:
+        slow = tableio.json_by_python(path, path.name, ["k"])
+        assert fast.schema.equals(slow.schema) and fast.to_pylist() == slow.to_pylist()
+
+
+def test_flat_json_lines_take_the_fast_path(tmp_path: Path) -> None:
+    """Rows of text, numbers, booleans and nulls (keys as text) are read by Arrow, with
+    the Python parser's types and values; a key written as a number is not."""
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"k": "a", "x": 1, "y": 0.5, "b": true}\n\n'
+                    '{"k": "b", "x": null, "y": 2, "z": "n"}\r\n', encoding="utf-8")
+    fast = tableio.jsonl_by_arrow(path, ["k"])
+    assert fast is not None
+    slow = tableio.json_by_python(path, path.name, ["k"])
+    assert fast.schema.equals(slow.schema) and fast.to_pylist() == slow.to_pylist()
+    path.write_text('{"k": 7, "x": 1}\n', encoding="utf-8")
+    assert tableio.jsonl_by_arrow(path, ["k"]) is None
+    assert tableio.json_by_python(path, path.name, ["k"]).column("k").to_pylist() == ["7"]

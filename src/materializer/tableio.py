@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -102,21 +103,30 @@ def read_table(path: Path, written: str, text_columns: TextColumns = (),
                 columns = [column if name in text else type_csv_column(column)
                            for name, column in zip(header, columns, strict=True)]
             return pa.table(columns, names=header)
-        frame = read_jsonl(path, written) if fmt == "jsonl" \
+        if fmt == "jsonl" and (table := jsonl_by_arrow(path, text_columns)) is not None:
+            return table
+        return json_by_python(path, written, text_columns)
+
+
+def json_by_python(path: Path, written: str, text_columns: TextColumns = ()) -> pa.Table:
+    """A JSON or JSON-lines table by Python's parser: every row's values as Python
+    objects, each column typed by Arrow from its values; key values as their text."""
+    with reading(path, written):
+        frame = read_jsonl(path, written) if table_format(written) == "jsonl" \
             else frame_from_rows(_json_rows(path, written), written)
     if frame.columns.duplicated().any():
         raise DataError("duplicate column names", file=written)
     for column in _chosen(text_columns, [str(c) for c in frame.columns]):
         if column in frame.columns:  # JSON keys may mix numbers and text
-            frame[column] = frame[column].map(str, na_action="ignore")
+            frame[column] = frame[column].map(str, na_action="ignore").astype(object)
     return _arrow_from_frame(frame, written)
 
 
 def csv_text_by_arrow(path: Path, header: list[str]) -> list[pa.ChunkedArray] | None:
     """Every cell as text (an empty cell null), by Arrow's multithreaded CSV reader; None
-    where the file needs pandas' rules (quotes, lone carriage returns, rows of another
-    length, one column, names pandas renames), so both give the same cells or Arrow
-    gives none."""
+    where the file needs pandas' rules (quotes inside fields, lone carriage returns, rows
+    of another length, one column, names pandas renames), so both give the same cells
+    or Arrow gives none."""
     import pyarrow.csv as pcsv
 
     if len(header) < 2:  # pandas skips a line of spaces, which Arrow reads as a cell
@@ -136,17 +146,45 @@ def csv_text_by_arrow(path: Path, header: list[str]) -> list[pa.ChunkedArray] | 
     return list(table.columns)
 
 
+_FIELD_EDGES = np.array([ord(","), ord("\n"), ord("\r")], dtype=np.uint8)
+_BLOCK = 1 << 24
+
+
 def _plain_csv(path: Path) -> bool:
-    """No quote (Arrow closes one left open at the end of the file) and no carriage
-    return but in CRLF (the two readers end lines at a lone one differently)."""
+    """Whether Arrow's reader and pandas' read the file alike: quotes only around whole
+    fields (RFC 4180: an opening quote starts a field, its closing quote ends it, and
+    ``""`` inside stands for one), which leaves out a quote left open at the end of the
+    file (Arrow closes it, pandas refuses the file); carriage returns only in CRLF.
+
+    Read in blocks, with NumPy over each block's bytes: the quotes' positions and their
+    neighbours, then one check over all of them."""
+    positions, before, after = [], [], []
+    size = path.stat().st_size
     with open(path, "rb") as handle:
-        block = b""
-        while more := handle.read(1 << 24):
-            block = block[-1:] + more  # a CRLF split between two reads
-            if b'"' in block or block.count(b"\r") != block.count(b"\r\n") + \
-                    block.endswith(b"\r"):
+        offset, previous = 0, b"\n"  # the file starts a field
+        block = handle.read(_BLOCK)
+        while block:
+            following = handle.read(_BLOCK)
+            window = np.frombuffer(previous + block + (following[:1] or b"\0"), np.uint8)
+            returns = np.flatnonzero(window[1:-1] == ord("\r")) + 1
+            if (window[returns + 1] != ord("\n")).any():
                 return False
-    return not block.endswith(b"\r")
+            at = np.flatnonzero(window[1:-1] == ord('"')) + 1
+            positions.append(at - 1 + offset)
+            before.append(window[at - 1])
+            after.append(window[at + 1])
+            offset, previous, block = offset + len(block), block[-1:], following
+    if not positions:
+        return True
+    quotes = np.concatenate(positions)
+    if len(quotes) % 2:
+        return False
+    paired = np.zeros(len(quotes) + 1, dtype=bool)  # paired[i + 1]: quote i+1 follows i
+    paired[1:-1] = quotes[1:] == quotes[:-1] + 1
+    opening = np.isin(np.concatenate(before)[0::2], _FIELD_EDGES) | paired[0:-1:2]
+    closing = np.isin(np.concatenate(after)[1::2], _FIELD_EDGES) | paired[2::2] \
+        | (quotes[1::2] == size - 1)
+    return bool(opening.all() and closing.all())
 
 
 def csv_text_by_pandas(path: Path, written: str) -> list[pa.ChunkedArray]:
@@ -216,6 +254,39 @@ def _csv_columns(path: Path, written: str) -> list[str]:
         raise DataError(f"duplicate column names: {', '.join(repeated)}", file=written,
                         column=repeated[0])
     return [name or f"Unnamed: {position}" for position, name in enumerate(raw)]
+
+
+_FLAT_JSON = (pa.types.is_string, pa.types.is_int64, pa.types.is_float64,
+              pa.types.is_boolean, pa.types.is_null)
+
+
+def jsonl_by_arrow(path: Path, text_columns: TextColumns) -> pa.Table | None:
+    """JSON lines by Arrow's multithreaded reader, where it gives the table the Python
+    parser gives (``read_jsonl``): flat columns of text, int64, float64, booleans or
+    nulls, key columns as text. None otherwise (lists, objects, text read as times,
+    numbers beyond int64, a key written as a number, a line that is no object, a type
+    that changes): the Python parser then decides, or names the line."""
+    import pyarrow.json as pjson
+
+    if path.stat().st_size == 0:
+        return None  # the Python parser names it empty
+    try:
+        table = pjson.read_json(path)
+        table.validate(full=True)  # the reader leaves invalid UTF-8 in its strings
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeError):
+        return None
+    if not table.num_columns or not all(any(flat(f.type) for flat in _FLAT_JSON)
+                                        for f in table.schema):
+        return None
+    keys = _chosen(text_columns, table.column_names)
+    if not all(pa.types.is_string(table.schema.field(k).type)
+               for k in keys if k in table.column_names):
+        return None
+    for field in table.schema:  # an integer beyond int64 would have become a float
+        if pa.types.is_float64(field.type) and pc.any(pc.greater_equal(
+                pc.abs(table.column(field.name)), 2.0**63)).as_py():
+            return None
+    return table
 
 
 def read_jsonl(path: Path, written: str) -> pd.DataFrame:
