@@ -15,6 +15,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,7 @@ def read_table(path: Path, written: str, text_columns: TextColumns = (),
             text = set(_chosen(text_columns, header))
             columns = csv_text_by_arrow(path, header) or csv_text_by_pandas(path, written)
             if csv_types:
-                columns = [column if name in text else type_csv_column(column)
-                           for name, column in zip(header, columns, strict=True)]
+                columns = typed_csv_columns(header, columns, text)
             return pa.table(columns, names=header)
         if fmt == "jsonl" and (table := jsonl_by_arrow(path, text_columns)) is not None:
             return table
@@ -201,6 +201,17 @@ def csv_text_by_pandas(path: Path, written: str) -> list[pa.ChunkedArray]:
 INTEGER_TEXT = r"^-?(0|[1-9][0-9]*)$"
 FLOAT_TEXT = (r"^-?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
               r"|^-?(nan|inf|infinity)$")
+
+
+def typed_csv_columns(header: Sequence[str], columns: Sequence[pa.ChunkedArray],
+                      text: set[str]) -> list[pa.ChunkedArray]:
+    """``type_csv_column`` for every column not in ``text``, columns in parallel threads
+    (Arrow's kernels release the GIL)."""
+    def typed(name: str, column: pa.ChunkedArray) -> pa.ChunkedArray:
+        return column if name in text else type_csv_column(column)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(typed, header, columns))
 
 
 def type_csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
