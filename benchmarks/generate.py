@@ -8,6 +8,7 @@ bounded memory.
 
     python benchmarks/generate.py table --rows 1000000 --out benchmarks/data/t1m.parquet
     python benchmarks/generate.py convert benchmarks/data/t1m.parquet benchmarks/data/t1m.csv
+    python benchmarks/generate.py scores --rows 500000 --out benchmarks/data/dover.jsonl
     python benchmarks/generate.py manifest --tables 100 --rows 1000 --dir benchmarks/data/m100
 """
 
@@ -126,6 +127,20 @@ def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None
     return path
 
 
+def write_scores(out: Path, rows: int, competitor: str, seed: int = 0) -> None:
+    """A DOVER-style JSON-lines score file: one row per clip for the first ``rows`` clips
+    of a per-clip table (``path``, ``competitor``, ``score``, ``runtime_ms``)."""
+    ids = clip_ids(rows, 1)
+    scores = np.random.default_rng(seed).random(rows).round(6)
+    with open(out, "w", encoding="utf-8") as sink:
+        for start in range(0, rows, ROW_GROUP):
+            sink.writelines(
+                f'{{"path": "KoNViD_1k_videos/{clip}.mp4", "competitor": "{competitor}", '
+                f'"score": {score}, "runtime_ms": 12.5}}\n'
+                for clip, score in zip(ids[start:start + ROW_GROUP].tolist(),
+                                       scores[start:start + ROW_GROUP].tolist(), strict=True))
+
+
 def convert(table: Path, target: Path) -> None:
     """The parquet table as CSV or JSON lines, row group by row group (pyarrow's writers;
     float32 features print as their shortest text)."""
@@ -152,6 +167,11 @@ def main() -> None:
     table.add_argument("--features", type=int, default=N_FEATURES)
     table.add_argument("--frames-per-clip", type=int, default=FRAMES_PER_CLIP,
                        help="rows per clip (1: one row per clip, a million distinct keys)")
+    scores = sub.add_parser("scores", help="a JSON-lines score file of one competitor")
+    scores.add_argument("--rows", type=int, required=True)
+    scores.add_argument("--out", type=Path, required=True)
+    scores.add_argument("--competitor", default="dover")
+    scores.add_argument("--seed", type=int, default=0)
     converted = sub.add_parser("convert", help="a parquet table as .csv or .jsonl")
     converted.add_argument("table", type=Path)
     converted.add_argument("target", type=Path)
@@ -165,6 +185,8 @@ def main() -> None:
                     frames_per_clip=args.frames_per_clip)
         write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows,
                      args.frames_per_clip)
+    elif args.what == "scores":
+        write_scores(args.out, args.rows, args.competitor, args.seed)
     elif args.what == "convert":
         convert(args.table, args.target)
     else:

@@ -61,7 +61,9 @@ def _rows_frame(spec: Source, run: RunContext, key_fields: Sequence[str]) -> pd.
         return tableio.read_table(path, spec.path, text_columns=text).to_pandas()
     if fmt == "jsonl":
         with tableio.reading(path, spec.path):
-            return tableio.read_jsonl(path, spec.path)
+            table = tableio.jsonl_by_arrow(path, text)  # flat rows; else Python's parser
+            return table.to_pandas() if table is not None else \
+                tableio.read_jsonl(path, spec.path)
     payload = tableio.load_json(path, spec.path)
     if isinstance(payload, dict):
         rows = payload.get("rows") or payload.get("results")
