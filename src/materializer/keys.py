@@ -172,19 +172,25 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's byte bounds (``bounds[i]:bounds[i + 1]`` is string ``i``) and its
+    bytes, as NumPy views of the Arrow buffers."""
+    _, offsets, data = text.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1,
+                           offset=4 * text.offset).astype(np.int64)
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    return bounds, raw
+
+
 def text_hashes(text: pa.Array) -> np.ndarray:
     """A 64-bit hash of each string's bytes, eight bytes per step for all strings at once
     (a null hashes as the empty string). Only a prefilter: matches are checked by text."""
-    text = text.cast(pa.string())
-    _, offsets, data = text.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1, offset=4 * text.offset)
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    bounds, raw = _string_buffers(text.cast(pa.string()))
     padded = np.zeros(len(raw) + 8, dtype=np.uint8)
     padded[:len(raw)] = raw
     words = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, 8),
                                             strides=(1, 1)).view("<u8")[:, 0]
-    start = bounds[:-1].astype(np.intp)
-    left = (bounds[1:] - bounds[:-1]).astype(np.intp)
+    start, left = bounds[:-1].copy(), bounds[1:] - bounds[:-1]
     end = len(raw)
     with np.errstate(over="ignore"):
         hashes = left.astype(np.uint64) * _MIX[0]
@@ -208,10 +214,9 @@ class KeyIndex:
     indexed keys share a hash, lookups fall back to ``index_in``.
     """
 
-    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None) -> None:
+    def __init__(self, keys: pa.Array) -> None:
         self.keys = keys
-        self._hashes = text_hashes(keys) if hashes is None else hashes
-        table = pd.Index(self._hashes.view(np.int64))
+        table = pd.Index(text_hashes(keys).view(np.int64))
         self._table = table if table.is_unique else None
 
     def positions(self, keys: pa.Array) -> np.ndarray:
@@ -223,11 +228,6 @@ class KeyIndex:
         same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(at[hit])))
         at[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
         return at
-
-    def extended(self, keys: pa.Array) -> KeyIndex:
-        """This index and ``keys`` (none of them indexed yet), hashing only the new ones."""
-        return KeyIndex(pa.concat_arrays([self.keys, keys.cast(pa.string())]),
-                        np.concatenate([self._hashes, text_hashes(keys)]))
 
 
 class KeyNormalizer:
@@ -304,25 +304,23 @@ class KeyNormalizer:
         later = np.ones(len(codes), dtype=bool)
         later[first] = False
         later = np.flatnonzero(later)
-        if len(later):
-            owner = texts.take(pa.array(first[codes[later]]))
-            mine = texts.take(pa.array(later))
-            differ = pc.fill_null(pc.not_equal(owner, mine), False).to_numpy(
-                zero_copy_only=False)
-            if differ.any():
-                at = later[differ]
-                self._clash(int(batches[at[0]]), 1, owner.filter(differ), mine.filter(differ))
+        self._clash(batches[later], 1, texts.take(pa.array(first[codes[later]])),
+                    texts.take(pa.array(later)))
         picked = pa.array(first)
         self._firsts = [(keys.take(picked), texts.take(picked), batches[first])]
 
-    def _clash(self, batch: int, kind: int, owner: pa.Array, mine: pa.Array) -> None:
-        """Record raw texts (``mine``) whose key an earlier text (``owner``) has."""
+    def _clash(self, batch: int | np.ndarray, kind: int, owner: pa.Array,
+               mine: pa.Array) -> None:
+        """Record raw texts (``mine``) that differ from the earlier text (``owner``) of
+        their key; ``batch`` is where each of ``mine`` came (or one batch for all)."""
         differ = pc.fill_null(pc.not_equal(owner, mine), False)
         owner, mine = owner.filter(differ), mine.filter(differ)
         if len(owner):
             merged = self._path_mode(mine).to_pylist()
             self._merged.update(merged)
-            self._examples.append((batch, kind, owner[0].as_py(), mine[0].as_py(), merged[0]))
+            first = int(np.asarray(batch)[differ.to_numpy(zero_copy_only=False)][0]) \
+                if np.ndim(batch) else batch
+            self._examples.append((first, kind, owner[0].as_py(), mine[0].as_py(), merged[0]))
 
     @property
     def merged(self) -> set[str]:
@@ -360,10 +358,7 @@ def path_part(text: pa.Array, stem: bool) -> pa.Array:
     gathered into a new array in one pass. The rare column with a trailing separator
     takes the same rule on RE2 kernels."""
     text = text.cast(pa.string())
-    validity, offsets, data = text.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1,
-                           offset=4 * text.offset).astype(np.int64)
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    bounds, raw = _string_buffers(text)
     start, end = bounds[:-1], bounds[1:]
     separator = (raw == _SEPARATORS[0]) | (raw == _SEPARATORS[1])
     filled = end > start

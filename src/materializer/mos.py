@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from materializer import join, sources
+from materializer import join, sources, tableio
 from materializer import keys as keymod
 from materializer.errors import DataError, UsageError, naming_table
 from materializer.options import MosOptions, ask_for, compile_regex, shown
@@ -111,19 +111,6 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
                     "or 0-100", file=file, column=column)
 
 
-def _numbers(column: pa.ChunkedArray) -> np.ndarray:
-    """A label column as float64 (NaN for null or not a number): Arrow's cast for a
-    numeric column or clean text, pandas' ``to_numeric`` for the text it cannot cast."""
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        return pc.cast(column, pa.float64()).to_numpy()
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        try:
-            return pc.cast(column, pa.float64()).to_numpy()
-        except pa.ArrowInvalid:
-            pass
-    return pd.to_numeric(column.to_pandas(), errors="coerce").astype("float64").to_numpy()
-
-
 def _key_of_row(keys: keymod.KeyColumn, row: int) -> str:
     return str(keys.keys[int(keys.codes[row])].as_py())
 
@@ -134,7 +121,7 @@ def _numeric_labels(table: pa.Table, column: str, keys: keymod.KeyColumn, file: 
     raw = table.column(column)
     if pa.types.is_boolean(raw.type):
         raise DataError("MOS values must be numbers, not booleans", file=file, column=column)
-    numbers = _numbers(raw)
+    numbers = tableio.float_values(raw)
     bad = ~keys.unkeyed & ~np.isfinite(numbers)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -148,7 +135,7 @@ def _spread_numbers(table: pa.Table, column: str, keys: keymod.KeyColumn, file: 
     """A spread or rating count: empty is unknown, anything else a finite number >= 0
     (``n/a`` must not become an unknown silently, nor ``-0.4`` a spread)."""
     raw = table.column(column)
-    numbers = _numbers(raw)
+    numbers = tableio.float_values(raw)
     with np.errstate(invalid="ignore"):
         fine = np.isfinite(numbers) & (numbers >= 0)
     bad = ~keys.unkeyed & pc.is_valid(raw).to_numpy() & ~fine

@@ -348,17 +348,6 @@ class _Competitor:
         return np.where(status == OK, self.scores[np.maximum(positions, 0)], np.nan)
 
 
-def _mos_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A feature column as floats, NaN where a row has no number (null, or text that is
-    not one): such rows have no MOS. A CSV-to-CSV join reads every column as text."""
-    kind = values.type
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False),
-                          dtype="float64")
-    text = pc.cast(values, pa.string()).to_pandas()
-    return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-
 class _AgreementRows:
     """MOS and each competitor's ok score per clip written (the first written row of each
     feature key), gathered over the slices that pass one observes, so the agreement (and
@@ -459,7 +448,7 @@ class ScoreJoin:
                 scores[competitor.name] = competitor.ok_scores(positions, status)
         self.missing_any_rows += int(missing_any.sum())
         if self.mos_column is not None:
-            mos = _mos_values(values[self.mos_column])
+            mos = tableio.float_values(values[self.mos_column])  # no number, no MOS
             if self.options.missing_policy == "drop":  # rows not written are not compared
                 mos = np.where(missing_any, np.nan, mos)
             self.rows.add(keys, mos, scores)

@@ -105,7 +105,7 @@ def read_table(path: Path, written: str, text_columns: TextColumns = (),
             return pa.table(columns, names=header)
         if fmt == "jsonl" and (table := jsonl_by_arrow(path, text_columns)) is not None:
             return table
-        return json_by_python(path, written, text_columns)
+    return json_by_python(path, written, text_columns)
 
 
 def json_by_python(path: Path, written: str, text_columns: TextColumns = ()) -> pa.Table:
@@ -233,6 +233,21 @@ def type_csv_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
             with contextlib.suppress(pa.ArrowInvalid):  # an integer beyond int64
                 return pc.cast(column, kind)
     return column
+
+
+def float_values(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A column as float64, NaN where a row holds no number (null, or text that is not
+    one): Arrow's cast for numbers and clean text, pandas' ``to_numeric`` for the text
+    Arrow cannot cast (a column of CSV cells, say, with a ``n/a`` among them)."""
+    kind = values.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return np.asarray(pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False),
+                          dtype="float64")
+    text = pc.cast(values, pa.string())
+    with contextlib.suppress(pa.ArrowInvalid):
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    return pd.to_numeric(text.to_pandas(), errors="coerce").to_numpy(dtype="float64",
+                                                                    na_value=np.nan)
 
 
 def _chosen(text_columns: TextColumns, columns: list[str]) -> Sequence[str]:
