@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -123,6 +123,7 @@ class KeyColumn:
 
     codes: np.ndarray
     keys: pa.Array
+    given_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def empty(cls) -> KeyColumn:
@@ -130,6 +131,11 @@ class KeyColumn:
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    @functools.cached_property
+    def hashes(self) -> np.ndarray:
+        """``text_hashes`` of the distinct keys: made once, shared by every lookup."""
+        return text_hashes(self.keys) if self.given_hashes is None else self.given_hashes
 
     @functools.cached_property
     def uniques(self) -> np.ndarray:
@@ -203,6 +209,50 @@ def text_hashes(text: pa.Array) -> np.ndarray:
     return _mix(hashes)
 
 
+def encode(text: pa.Array, hashes: np.ndarray | None = None) \
+        -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """``dictionary_encode`` on hashes: each row's code (-1 for null) into the distinct
+    texts in order of first appearance, those texts, and their hashes.
+
+    Hashing strings eight bytes a step and counting integers costs half of Arrow's
+    string hash table, and the hashes are kept for the lookups that follow. A row whose
+    hash repeats an earlier row's is checked by text; should two texts share a hash,
+    Arrow's encoder numbers them instead."""
+    if hashes is None:
+        hashes = text_hashes(text)
+    valid = None if text.null_count == 0 else pc.is_valid(text).to_numpy(zero_copy_only=False)
+    rows = np.arange(len(text)) if valid is None else np.flatnonzero(valid)
+    present = hashes if valid is None else hashes[valid]
+    if _distinct(present):  # one row per clip: no hash table needed
+        codes = rows if valid is None else np.full(len(text), -1, dtype=np.intp)
+        codes[rows] = np.arange(len(rows))
+        return codes, text if valid is None else text.filter(pa.array(valid)), present
+    found, uniques = pd.factorize(present.view(np.int64))
+    first = first_rows(found)
+    if len(first) < len(found):
+        repeats = np.flatnonzero(first[found] != np.arange(len(found)))
+        same = pc.equal(text.take(pa.array(rows[repeats])),
+                        text.take(pa.array(rows[first[found[repeats]]])))
+        if not pc.all(same).as_py():
+            encoded = pc.dictionary_encode(text)
+            codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+            return codes.astype(np.intp), encoded.dictionary, text_hashes(encoded.dictionary)
+    if valid is None:
+        codes = found.astype(np.intp, copy=False)
+    else:
+        codes = np.full(len(text), -1, dtype=np.intp)
+        codes[rows] = found
+    distinct = text if len(first) == len(text) else text.take(pa.array(rows[first]))
+    return codes, distinct, uniques.view(np.uint64)
+
+
+def _distinct(hashes: np.ndarray) -> bool:
+    """Whether no two hashes are equal (then no two texts are): sorting integers costs a
+    tenth of a hash table once they outgrow the cache."""
+    ordered = np.sort(hashes)
+    return not (ordered[1:] == ordered[:-1]).any()
+
+
 class KeyIndex:
     """Distinct keys (no nulls) looked up again and again: a label set, one lookup per
     streamed batch, or every key a stream has seen.
@@ -214,16 +264,19 @@ class KeyIndex:
     indexed keys share a hash, lookups fall back to ``index_in``.
     """
 
-    def __init__(self, keys: pa.Array) -> None:
+    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None) -> None:
         self.keys = keys
-        table = pd.Index(text_hashes(keys).view(np.int64))
+        table = pd.Index((text_hashes(keys) if hashes is None else hashes).view(np.int64))
         self._table = table if table.is_unique else None
 
-    def positions(self, keys: pa.Array) -> np.ndarray:
-        """Where each of ``keys`` is among the indexed keys, -1 where absent or null."""
+    def positions(self, keys: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Where each of ``keys`` is among the indexed keys, -1 where absent or null
+        (``hashes``: their ``text_hashes``, if already made)."""
         if self._table is None:
             return positions_in(keys, self.keys)
-        at = self._table.get_indexer(text_hashes(keys).view(np.int64)).astype(np.intp)
+        if hashes is None:
+            hashes = text_hashes(keys)
+        at = self._table.get_indexer(hashes.view(np.int64)).astype(np.intp)
         hit = np.flatnonzero(at >= 0)
         same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(at[hit])))
         at[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
@@ -244,9 +297,10 @@ class KeyNormalizer:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        # Per batch so far (folded now and then): its path-normalised keys, the first text
-        # of each, and the batch each first came in.
-        self._firsts: list[tuple[pa.Array, pa.Array, np.ndarray]] = []
+        # Per batch so far (folded now and then): its path-normalised keys, their hashes,
+        # the first text of each, and the batch each first came in.
+        self._firsts: list[tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]] = []
+        self._folded = 0  # entries of ``_firsts`` known to share no key
         self._batches = 0
         self._merged: set[str] = set()
         # The first merge of each kind found: (batch, 0 within it / 1 across, texts, key).
@@ -258,11 +312,10 @@ class KeyNormalizer:
         path_keys = self._path_mode(text)
         keys = path_keys if self.regex is None else \
             _blank_to_null(pc.utf8_trim_whitespace(regex_keys(path_keys, self.regex)))
-        encoded = pc.dictionary_encode(keys)
+        encoded = encode(keys)
         if self.mode != "raw":  # a merge is the path mode's doing; the regex's is asked for
-            self._track_merges(text, encoded if self.regex is None
-                               else pc.dictionary_encode(path_keys))
-        return _recode(raw_codes, encoded)
+            self._track_merges(text, encoded if self.regex is None else encode(path_keys))
+        return _recode(raw_codes, *encoded)
 
     def _path_mode(self, text: pa.Array) -> pa.Array:
         """Basename, then stem, splitting on both separators."""
@@ -270,18 +323,19 @@ class KeyNormalizer:
             return text
         return _blank_to_null(pc.utf8_trim_whitespace(path_part(text, self.mode == "stem")))
 
-    def _track_merges(self, text: pa.Array, encoded: pa.DictionaryArray) -> None:
+    def _track_merges(self, text: pa.Array,
+                      encoded: tuple[np.ndarray, pa.Array, np.ndarray]) -> None:
         """A key's second, different text is a merge: within the batch now, on its distinct
         texts and their encoded keys (codes count up in order of first appearance); across
         batches in one hash pass over each batch's keys and first texts (``_fold``)."""
-        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        codes, keys, hashes = encoded
         first = first_rows(codes)  # first[k]: the first row of key k
         rows = np.flatnonzero(codes >= 0)
         repeats = rows[first[codes[rows]] != rows]
         if len(repeats):  # texts that share a key with an earlier text of this batch
             self._clash(self._batches, 0, text.take(pa.array(first[codes[repeats]])),
                         text.take(pa.array(repeats)))
-        self._firsts.append((encoded.dictionary, text.take(pa.array(first, type=pa.int64())),
+        self._firsts.append((keys, hashes, text.take(pa.array(first, type=pa.int64())),
                              np.full(len(first), self._batches)))
         self._batches += 1
         if len(self._firsts) > FOLD_BATCHES:
@@ -289,17 +343,24 @@ class KeyNormalizer:
 
     def _fold(self) -> None:
         """Each key's first text in later batches against its first text of all: one
-        ``dictionary_encode`` of the keys kept so far, which then shrink to the first of
-        each (so a stream of many batches keeps one entry per key)."""
-        if len(self._firsts) < 2:
+        ``encode`` of the keys kept so far, which then shrink to the first of each (so a
+        stream of many batches keeps one entry per key). Batches that share no key (one
+        row per clip) are told by their hashes alone, and stay as they are."""
+        if len(self._firsts) < 2 or self._folded == len(self._firsts):
             return
-        keys = pa.concat_arrays([k for k, _, _ in self._firsts])
-        texts = pa.concat_arrays([t for _, t, _ in self._firsts])
-        batches = np.concatenate([b for _, _, b in self._firsts])
-        codes = pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False)
+        hashes = np.concatenate([h for _, h, _, _ in self._firsts])
+        long = len(self._firsts) > FOLD_BATCHES
+        self._folded = len(self._firsts)
+        if _distinct(hashes) and not long:  # no key in two batches: nothing to compare
+            return
+        keys = pa.concat_arrays([k for k, _, _, _ in self._firsts])
+        texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
+        batches = np.concatenate([b for _, _, _, b in self._firsts])
+        codes, _, _ = encode(keys, hashes)
         first = first_rows(codes)
+        self._folded = 1
         if len(first) == len(codes):  # no key in two batches: nothing to compare or drop
-            self._firsts = [(keys, texts, batches)]
+            self._firsts = [(keys, hashes, texts, batches)]
             return
         later = np.ones(len(codes), dtype=bool)
         later[first] = False
@@ -307,7 +368,7 @@ class KeyNormalizer:
         self._clash(batches[later], 1, texts.take(pa.array(first[codes[later]])),
                     texts.take(pa.array(later)))
         picked = pa.array(first)
-        self._firsts = [(keys.take(picked), texts.take(picked), batches[first])]
+        self._firsts = [(keys.take(picked), hashes[first], texts.take(picked), batches[first])]
 
     def _clash(self, batch: int | np.ndarray, kind: int, owner: pa.Array,
                mine: pa.Array) -> None:
@@ -406,13 +467,13 @@ def first_rows(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(codes > before)
 
 
-def _recode(raw_codes: np.ndarray, encoded: pa.DictionaryArray) -> KeyColumn:
+def _recode(raw_codes: np.ndarray, key_codes: np.ndarray, keys: pa.Array,
+            hashes: np.ndarray) -> KeyColumn:
     """Row codes into the distinct normalised keys (missing keys become -1)."""
-    key_codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     codes = np.full(len(raw_codes), -1, dtype=np.intp)
     present = raw_codes >= 0
     codes[present] = key_codes[raw_codes[present]]
-    return KeyColumn(codes, encoded.dictionary)
+    return KeyColumn(codes, keys, hashes)
 
 
 def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
@@ -437,7 +498,7 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
         codes, used = pd.factorize(values.indices.to_numpy(zero_copy_only=False))
         return codes.astype(np.intp, copy=False), \
             values.dictionary.take(pa.array(used.astype(np.int64)))
-    if _mostly_distinct(values):  # one row per clip: hashing would find nothing to share
+    if mostly_distinct(values):  # one row per clip: hashing would find nothing to share
         codes = np.arange(len(values), dtype=np.intp)
         codes[pc.is_null(values).to_numpy(zero_copy_only=False)] = -1
         return codes, values
@@ -446,7 +507,7 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
     return codes.astype(np.intp, copy=False), encoded.dictionary
 
 
-def _mostly_distinct(values: pa.Array) -> bool:
+def mostly_distinct(values: pa.Array) -> bool:
     """Whether fewer than half the rows repeat the row before: a table with one row per
     clip, where normalising every row costs less than hashing them to share the work.
     (Frames of a clip sit together; the answer changes only the speed, never a key.)"""
@@ -477,18 +538,19 @@ def re2_form(pattern: str, flags: int, groups: int) -> str | None:
 
 
 def regex_keys(keys: pa.Array, regex: re.Pattern[str]) -> pa.Array:
-    """Group 1 of the first match (or the whole match) of every key; no match, no key.
+    """Group 1 of the first match (or the whole match) of every key; no match, no key
+    (blank or null: the caller makes blanks null).
 
     RE2 on Arrow where it gives Python's result (ASCII keys, a pattern ``re2_form``
     accepts); Python ``re`` for the other keys, so results never depend on the engine.
+    One RE2 pass: a key that does not match takes the second branch, whose replacement
+    (group 1, unset there) is blank.
     """
     wrapped = re2_form(regex.pattern, regex.flags, regex.groups)
     if wrapped is None:
         return _python_regex(keys, regex)
     ascii_keys = pc.fill_null(pc.string_is_ascii(keys), True)
-    picked = pc.if_else(pc.match_substring_regex(keys, wrapped),
-                        pc.replace_substring_regex(keys, wrapped, r"\1"),
-                        pa.scalar(None, pa.string()))
+    picked = pc.replace_substring_regex(keys, f"{wrapped}|^(?s:.*)$", r"\1")
     if pc.all(ascii_keys).as_py():
         return picked
     others = pc.invert(ascii_keys)

@@ -43,7 +43,7 @@ STATUS_VALUES = pa.array(["missing-label", "ok"], type=pa.string())
 class LabelSet:
     """All label files merged: one row per key, plus what each file looked like."""
 
-    table: pa.Table  # key, mos, mos_raw_0_100, file (index into paths), extras...
+    table: pa.Table  # key, key_hash, mos, mos_raw_0_100, file (index into paths), extras...
     files: list[dict[str, Any]] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
@@ -59,7 +59,8 @@ class LabelSet:
     @property
     def index(self) -> keymod.KeyIndex:
         if self._keys is None:
-            self._keys = keymod.KeyIndex(self.array("key"))
+            self._keys = keymod.KeyIndex(self.array("key"),
+                                         self.array("key_hash").to_numpy())
         return self._keys
 
     def array(self, column: str) -> pa.Array:
@@ -76,13 +77,14 @@ class LabelSet:
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
         """The label row of each distinct feature key, -1 where there is none."""
-        return self.rows_of(keys.keys)
+        return self.rows_of(keys.keys, keys.hashes)
 
-    def rows_of(self, keys: pa.Array) -> np.ndarray:
-        """``positions`` for distinct keys (Arrow text). The in-memory join asks three
-        times for the same array (count, gate, columns): the lookup runs once."""
+    def rows_of(self, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        """``positions`` for distinct keys (Arrow text) and their hashes. The in-memory
+        join asks three times for the same array (count, gate, columns): the lookup runs
+        once."""
         if self._last is None or self._last[0] is not keys:
-            self._last = (keys, self.index.positions(keys))
+            self._last = (keys, self.index.positions(keys, hashes))
         return self._last[1]
 
 
@@ -179,7 +181,9 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
     else:
         mos, raw = values, (values - 1.0) * 25.0
     rows = np.flatnonzero(keyed)
-    labels = {"key": label_keys.keys.take(pa.array(label_keys.codes[rows])),
+    picked = pa.array(label_keys.codes[rows])
+    labels = {"key": label_keys.keys.take(picked),
+              "key_hash": pa.array(label_keys.hashes).take(picked),
               "mos": pa.array(mos[rows]), RAW_COLUMN: pa.array(raw[rows]),
               "file": pa.array(np.full(len(rows), number, dtype=np.int32))}
     spread_rescaled = False
@@ -233,7 +237,8 @@ def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunCo
     extras = [c for c in merged.column_names if c in LABEL_EXTRAS or c in FEATURE_OWNED_EXTRAS]
     if len(tables) > 1 or not distinct[0]:
         # A key given twice (in one file or two): the same values only.
-        codes = pc.dictionary_encode(merged.column("key").combine_chunks()).indices.to_numpy()
+        codes, _, _ = keymod.encode(merged.column("key").combine_chunks(),
+                                    merged.column("key_hash").to_numpy())
         first = keymod.first_rows(codes)
         for column in ["mos", *extras]:
             _refuse_conflicts(merged, column, codes, first, label_paths)
@@ -416,7 +421,7 @@ class LabelJoin:
 
     def gate(self, tally: Any) -> None:
         uniques = tally.keys
-        positions = self.labels.rows_of(uniques)
+        positions = self.labels.rows_of(uniques, tally.hashes)
         self.coverage = coverage_of(uniques, positions >= 0, unkeyed_rows=tally.unkeyed,
                                     matched_rows=self.matched_rows, input_rows=tally.rows)
         gate(self.coverage, self.options.min_match_rate, self.features)

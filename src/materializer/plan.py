@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from materializer import keys as keymod
 from materializer.errors import DataError
@@ -30,23 +29,34 @@ class KeyTally:
     def __init__(self) -> None:
         self.rows = 0
         self.unkeyed = 0
-        self._batches: list[pa.Array] = []
+        self._batches: list[tuple[pa.Array, np.ndarray]] = []
 
     def add(self, keys: keymod.KeyColumn) -> None:
         self.rows += len(keys)
         self.unkeyed += int(keys.unkeyed.sum())
-        self._batches.append(keys.keys)
+        self._batches.append((keys.keys, keys.hashes))
         if len(self._batches) > 64:  # bounded: fold the distinct keys now and then
-            self._batches = [self.keys]
+            self._settle()
+
+    def _settle(self) -> None:
+        """The batches' keys as one array of distinct keys, on the hashes they carry."""
+        if len(self._batches) > 1:
+            keys = pa.concat_arrays([k for k, _ in self._batches])
+            _, distinct, hashes = keymod.encode(
+                keys, np.concatenate([h for _, h in self._batches]))
+            self._batches = [(distinct, hashes)]
 
     @property
     def keys(self) -> pa.Array:
         """Distinct keys (Arrow text) in order of first appearance, as in one pass."""
-        if len(self._batches) == 1:
-            return self._batches[0]
-        if not self._batches:
-            return pa.array([], type=pa.string())
-        return pc.unique(pa.chunked_array(self._batches, type=pa.string()))
+        self._settle()
+        return self._batches[0][0] if self._batches else pa.array([], type=pa.string())
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """``keymod.text_hashes`` of ``keys``."""
+        self._settle()
+        return self._batches[0][1] if self._batches else np.empty(0, dtype=np.uint64)
 
 
 Observed = Mapping[str, pa.Array | pa.ChunkedArray]

@@ -331,7 +331,7 @@ class _Competitor:
         The in-memory join asks twice for the same keys (count, then columns): the
         lookup of the distinct keys runs once."""
         if self._last is None or self._last[0] is not keys.keys:
-            self._last = (keys.keys, self.index.positions(keys.keys))
+            self._last = (keys.keys, self.index.positions(keys.keys, keys.hashes))
         per_key = self._last[1]
         positions = np.full(len(keys), -1, dtype=np.intp)
         keyed = ~keys.unkeyed

@@ -115,11 +115,14 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
     """Pass one: the key column and the core's observed columns (such as ``mos`` for the
     agreement audit), batch by batch, as normalised keys and values.
 
-    The key column is read as a dictionary (string columns in parquet usually are),
-    so a batch costs its integer indices plus the few distinct clips it holds.
+    A key column that repeats its keys is read as a dictionary (string columns in
+    parquet usually are), so a batch costs its integer indices plus the few distinct
+    clips it holds; one with a key per row is read as plain text, which Arrow would
+    otherwise hash into a dictionary of every row.
     """
     path = plan.feature_path
-    reader = open_parquet(path, read_dictionary=[core.key_column])
+    reader = open_parquet(path, read_dictionary=[core.key_column]
+                          if _repeats_keys(path, plan.features, core.key_column) else None)
     observed = core.observed_columns(reader.schema_arrow.names)
     columns = list(dict.fromkeys([core.key_column, *observed]))
     for batch in read_batches(reader, path, plan.features, batch_size=_batch_rows(),
@@ -128,56 +131,74 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
                {name: batch.column(name) for name in observed})
 
 
+def _repeats_keys(path: Path, written: str, column: str) -> bool:
+    """Whether the first rows of ``column`` repeat their keys (frames of a clip), not
+    one key a row: the reader's choice, which changes only the speed, never a key."""
+    with tableio.reading(path, written):
+        first = next(open_parquet(path).iter_batches(batch_size=1 << 16, columns=[column]),
+                     None)
+    if first is None or not pa.types.is_string(first.column(0).type):
+        return True
+    return not keymod.mostly_distinct(first.column(0))
+
+
 class KeySpill:
     """Pass one's normalised keys, on disk for pass two: normalising a batch of a table
     with one row per clip costs more than reading and writing it, so it is done once.
 
-    An Arrow IPC stream of one dictionary column (row codes into each batch's keys), in
-    the system's temporary folder: four bytes a row plus the batch's distinct keys.
+    Two Arrow IPC streams in the system's temporary folder, a batch in each per batch of
+    pass one: the rows as a dictionary column (row codes into the batch's distinct keys;
+    four bytes a row plus the keys), and the keys' hashes (eight bytes a key), which
+    pass two's lookups would otherwise make again.
     """
 
     SCHEMA = pa.schema([("key", pa.dictionary(pa.int32(), pa.string()))])
+    HASHES = pa.schema([("hash", pa.uint64())])
 
     def __init__(self, folder: Path) -> None:
-        self.path = folder / "keys.arrows"
-        self._file: pa.OSFile | None = None
-        self._batches: Iterator[pa.RecordBatch] = iter(())
+        self.path, self.hashes = folder / "keys.arrows", folder / "hashes.arrows"
+        self._files: list[pa.OSFile] = []
+        self._batches: Iterator[tuple[pa.RecordBatch, pa.RecordBatch]] = iter(())
         self._pending = keymod.KeyColumn.empty()
 
     def keeping(self, batches: Iterator[tuple[keymod.KeyColumn, Observed]]) \
             -> Iterator[tuple[keymod.KeyColumn, Observed]]:
         """``batches``, each key column written to the spill on its way."""
-        with pa.ipc.new_stream(str(self.path), self.SCHEMA) as writer:
+        with pa.ipc.new_stream(str(self.path), self.SCHEMA) as writer, \
+                pa.ipc.new_stream(str(self.hashes), self.HASHES) as hashes:
             for keys, values in batches:
                 codes = pa.array(keys.codes.astype(np.int32), mask=keys.unkeyed)
                 writer.write_batch(pa.record_batch(
                     [pa.DictionaryArray.from_arrays(codes, keys.keys)], schema=self.SCHEMA))
+                hashes.write_batch(pa.record_batch([pa.array(keys.hashes)],
+                                                   schema=self.HASHES))
                 yield keys, values
 
     def take(self, rows: int) -> keymod.KeyColumn:
         """The key column of the next ``rows`` rows, in the order pass one saw them."""
-        if self._file is None:
-            self._file = pa.OSFile(str(self.path))
-            self._batches = iter(pa.ipc.open_stream(self._file))
+        if not self._files:
+            self._files = [pa.OSFile(str(self.path)), pa.OSFile(str(self.hashes))]
+            self._batches = zip(*(pa.ipc.open_stream(f) for f in self._files), strict=True)
         parts, have = [], 0
         while have < rows:
             if not len(self._pending):
-                self._pending = _key_column(next(self._batches).column(0))
+                keys, hashes = next(self._batches)
+                self._pending = _key_column(keys.column(0), hashes.column(0))
             part = self._pending
             need = min(rows - have, len(part))
-            parts.append(keymod.KeyColumn(part.codes[:need], part.keys))
-            self._pending = keymod.KeyColumn(part.codes[need:], part.keys)
+            parts.append(keymod.KeyColumn(part.codes[:need], part.keys, part.hashes))
+            self._pending = keymod.KeyColumn(part.codes[need:], part.keys, part.hashes)
             have += need
         return parts[0] if len(parts) == 1 else _joined(parts)
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        for file in self._files:
+            file.close()
 
 
-def _key_column(column: pa.DictionaryArray) -> keymod.KeyColumn:
+def _key_column(column: pa.DictionaryArray, hashes: pa.Array) -> keymod.KeyColumn:
     codes = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)
-    return keymod.KeyColumn(codes.astype(np.intp), column.dictionary)
+    return keymod.KeyColumn(codes.astype(np.intp), column.dictionary, hashes.to_numpy())
 
 
 def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
@@ -185,7 +206,8 @@ def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
     shift = np.cumsum([0] + [len(part.keys) for part in parts[:-1]])
     codes = np.concatenate([np.where(part.codes >= 0, part.codes + offset, -1)
                             for part, offset in zip(parts, shift, strict=True)])
-    return keymod.KeyColumn(codes, pa.concat_arrays([part.keys for part in parts]))
+    return keymod.KeyColumn(codes, pa.concat_arrays([part.keys for part in parts]),
+                            np.concatenate([part.hashes for part in parts]))
 
 
 def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
