@@ -166,3 +166,69 @@ def test_a_hash_shared_by_two_keys_never_matches_the_wrong_one(monkeypatch) -> N
     assert index.positions(pa.array(["xyz", "abc", "q", "zzzzzz"])).tolist() == [-1, 1, -1, -1]
     colliding = keys.KeyIndex(pa.array(["abc", "xyz"]))
     assert colliding.positions(pa.array(["xyz", "abc", "qqq"])).tolist() == [1, 0, -1]
+
+
+# --- encoding on hashes: Arrow's dictionary_encode, whatever the hashes --------------------
+
+ENCODE_TEXT = st.one_of(st.none(), st.sampled_from(["", "a", "b", "ab", "é", "a b", "0"]),
+                        st.text(max_size=4))
+
+
+def by_arrow(values: list) -> tuple[list[int], list[str]]:
+    encoded = pa.compute.dictionary_encode(pa.array(values, type=pa.string()))
+    return (pa.compute.fill_null(encoded.indices, -1).to_pylist(),
+            encoded.dictionary.to_pylist())
+
+
+def length_hashes(text: pa.Array) -> np.ndarray:
+    """A hash that sees only the length: ``ab`` and ``é``... collide on purpose."""
+    return pa.compute.utf8_length(text.cast(pa.string())).fill_null(0).to_numpy() \
+        .astype(np.uint64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(ENCODE_TEXT, max_size=40), skip=st.integers(0, 2))
+def test_encoding_on_hashes_equals_arrow(values: list, skip: int) -> None:
+    """Codes (-1 for null) in order of first appearance, the distinct texts, and each
+    text's hash, as ``dictionary_encode`` numbers them; on a sliced array too."""
+    column = pa.array(["pad"] * skip + values, type=pa.string()).slice(skip)
+    codes, distinct, hashes = keys.encode(column)
+    assert (codes.tolist(), distinct.to_pylist()) == by_arrow(values)
+    assert hashes.tolist() == keys.text_hashes(distinct).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(ENCODE_TEXT, max_size=40))
+def test_texts_that_share_a_hash_are_still_told_apart(values: list) -> None:
+    """With the length as the hash, most distinct texts collide: the encoding must
+    still be Arrow's, never two texts under one code."""
+    column = pa.array(values, type=pa.string())
+    codes, distinct, _ = keys.encode(column, length_hashes(column))
+    assert (codes.tolist(), distinct.to_pylist()) == by_arrow(values)
+
+
+def test_a_colliding_hash_neither_merges_keys_nor_hides_a_merge(monkeypatch) -> None:
+    """Through the normaliser, the merge check across batches and the tally: keys
+    that share a hash stay apart, and a real merge is still found."""
+    from materializer.plan import KeyTally
+
+    monkeypatch.setattr(keys, "text_hashes", length_hashes)
+    normalizer, tally = keys.KeyNormalizer("path", "basename", None), KeyTally()
+    for batch in (["a/abc", "a/xyz"], ["b/xyz", "a/qqq"], ["a/abc"]):
+        tally.add(normalizer(pa.array(batch)))
+    assert tally.keys.to_pylist() == ["abc", "xyz", "qqq"]
+    assert normalizer.merged == {"xyz"}
+    assert normalizer.example == ("a/xyz", "b/xyz", "xyz")
+
+
+def test_batches_that_share_no_key_fold_later_without_losing_a_merge(monkeypatch) -> None:
+    """One row per clip: the end-of-stream check sees distinct hashes and keeps the
+    batches as they are; a merge in a batch after that is still found."""
+    monkeypatch.setattr(keys, "FOLD_BATCHES", 64)
+    normalizer = keys.KeyNormalizer("path", "basename", None)
+    for batch in range(3):
+        normalizer(pa.array([f"a/{batch}-{i}.mp4" for i in range(5)]))
+    assert normalizer.merged == set() and len(normalizer._firsts) == 3
+    normalizer(pa.array(["b/1-4.mp4"]))
+    assert normalizer.merged == {"1-4.mp4"}
+    assert normalizer.example == ("a/1-4.mp4", "b/1-4.mp4", "1-4.mp4")

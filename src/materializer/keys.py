@@ -224,9 +224,11 @@ def encode(text: pa.Array, hashes: np.ndarray | None = None) \
     rows = np.arange(len(text)) if valid is None else np.flatnonzero(valid)
     present = hashes if valid is None else hashes[valid]
     if _distinct(present):  # one row per clip: no hash table needed
-        codes = rows if valid is None else np.full(len(text), -1, dtype=np.intp)
+        if valid is None:
+            return rows, text, present
+        codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = np.arange(len(rows))
-        return codes, text if valid is None else text.filter(pa.array(valid)), present
+        return codes, text.filter(pa.array(valid)), present
     found, uniques = pd.factorize(present.view(np.int64))
     first = first_rows(found)
     if len(first) < len(found):
