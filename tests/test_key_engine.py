@@ -147,13 +147,21 @@ def test_path_parts_on_buffers_equal_the_regex_rule(texts, stem: bool, skip: int
 
 @settings(max_examples=200, deadline=None)
 @given(known=st.lists(st.text(max_size=6), unique=True, max_size=30),
-       asked=st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=30))
-def test_hashed_lookups_equal_arrow_index_in(known: list[str], asked: list) -> None:
-    index = keys.KeyIndex(pa.array(known, type=pa.string()))
-    probe = pa.array(asked, type=pa.string())
-    expected = keys.positions_in(probe, index.keys)
-    expected[pa.compute.is_null(probe).to_numpy(zero_copy_only=False)] = -1
-    assert index.positions(probe).tolist() == expected.tolist()
+       asked=st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=30),
+       chunk=st.sampled_from([1, 4, keys.CHUNK]))
+def test_hashed_lookups_equal_arrow_index_in(known: list[str], asked: list,
+                                             chunk: int) -> None:
+    """In pieces of any size (a long column is hashed and looked up a million at a time),
+    the same positions and the same hashes."""
+    whole = keys.text_hashes(pa.array(asked, type=pa.string()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "CHUNK", chunk)
+        index = keys.KeyIndex(pa.array(known, type=pa.string()))
+        probe = pa.array(asked, type=pa.string())
+        expected = keys.positions_in(probe, index.keys)
+        expected[pa.compute.is_null(probe).to_numpy(zero_copy_only=False)] = -1
+        assert index.positions(probe).tolist() == expected.tolist()
+        assert keys.text_hashes(probe).tolist() == whole.tolist()
 
 
 def test_a_hash_shared_by_two_keys_never_matches_the_wrong_one(monkeypatch) -> None:

@@ -292,22 +292,28 @@ def test_second_opinion_joins_stream_with_the_in_memory_result(tmp_path: Path,
 
 def test_pass_two_gets_pass_ones_keys_whatever_its_batches(tmp_path: Path) -> None:
     """The spill gives back each row's key in order, also when pass two asks for other
-    batch sizes than pass one wrote (a take spanning two written batches, or part of one)."""
+    batch sizes than pass one wrote (a take spanning two written batches, or part of one),
+    with the hashes and the lookups pass one made on the keys."""
     normalize = keymod.KeyNormalizer("path", "basename", None)
+    labels = keymod.KeyIndex(pa.array(["3.mp4", "2.mp4"]), name="labels")
     written = [["a/1.mp4", "a/1.mp4", None], ["b/2.mp4", " ", "a/1.mp4", "c/3.mp4", "b/2.mp4"],
                [], ["c/3.mp4", "d/4.mp4"]]
     spill = streaming.KeySpill(tmp_path)
-    for _ in spill.keeping((normalize(pa.array(rows, type=pa.string())), {})
-                           for rows in written):
-        pass
+    for keys, _ in spill.keeping((normalize(pa.array(rows, type=pa.string())), {})
+                                 for rows in written):
+        labels.lookup(keys)  # as the core does, after the spill was handed the batch
     expected = [keymod.KeyNormalizer("path", "basename", None)(pa.array([row]))
                 for rows in written for row in rows]
     expected = [None if len(k.keys) == 0 or k.codes[0] < 0 else k.keys[0].as_py()
                 for k in expected]
-    got = []
+    got, found = [], []
     for rows in (4, 1, 3, 2):
         keys = spill.take(rows)
+        assert keys.hashes.tolist() == keymod.text_hashes(keys.keys).tolist()
         got += [None if code < 0 else keys.keys[int(code)].as_py() for code in keys.codes]
+        found += [None if code < 0 else int(keys.found["labels"][code]) for code in keys.codes]
     spill.close()
+    assert found == [None if key is None else {"3.mp4": 0, "2.mp4": 1}.get(key, -1)
+                     for key in expected]
     assert got == expected == ["1.mp4", "1.mp4", None, "2.mp4", None, "1.mp4", "3.mp4",
                                "2.mp4", "3.mp4", "4.mp4"]

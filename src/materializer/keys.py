@@ -124,6 +124,9 @@ class KeyColumn:
     codes: np.ndarray
     keys: pa.Array
     given_hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
+    found: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    """Lookups made on these keys (an index's name -> each key's position in it), kept
+    with them through the tally and the spill: the gate and pass two ask again."""
 
     @classmethod
     def empty(cls) -> KeyColumn:
@@ -188,10 +191,24 @@ def _string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return bounds, raw
 
 
+CHUNK = 1 << 20
+"""Strings hashed or looked up in one NumPy step: a million keeps the temporaries of a
+step (a few arrays of eight bytes a string) in cache-sized pieces however long the
+column is, the difference between 2 and 7 GB at fifty million keys."""
+
+
 def text_hashes(text: pa.Array) -> np.ndarray:
-    """A 64-bit hash of each string's bytes, eight bytes per step for all strings at once
-    (a null hashes as the empty string). Only a prefilter: matches are checked by text."""
-    bounds, raw = _string_buffers(text.cast(pa.string()))
+    """A 64-bit hash of each string's bytes, eight bytes per step for a million strings
+    at once (a null hashes as the empty string). Only a prefilter: matches are checked
+    by text."""
+    text = text.cast(pa.string())
+    return np.concatenate([_chunk_hashes(text.slice(at, CHUNK))
+                           for at in range(0, len(text), CHUNK)] or [np.empty(0, np.uint64)])
+
+
+def _chunk_hashes(text: pa.Array) -> np.ndarray:
+    bounds, raw = _string_buffers(text)
+    raw, bounds = raw[bounds[0]:bounds[-1]], bounds - bounds[0]
     padded = np.zeros(len(raw) + 8, dtype=np.uint8)
     padded[:len(raw)] = raw
     words = np.lib.stride_tricks.as_strided(padded, shape=(len(raw) + 1, 8),
@@ -266,23 +283,41 @@ class KeyIndex:
     indexed keys share a hash, lookups fall back to ``index_in``.
     """
 
-    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None) -> None:
-        self.keys = keys
+    def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None,
+                 name: str = "keys") -> None:
+        self.keys, self.name = keys, name
         table = pd.Index((text_hashes(keys) if hashes is None else hashes).view(np.int64))
         self._table = table if table.is_unique else None
+
+    def lookup(self, keys: KeyColumn) -> np.ndarray:
+        """``positions`` of a key column's distinct keys, made once per key column (and
+        kept with it under this index's name)."""
+        found = keys.found.get(self.name)
+        if found is None:
+            found = keys.found[self.name] = self.positions(keys.keys, keys.hashes)
+        return found
 
     def positions(self, keys: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
         """Where each of ``keys`` is among the indexed keys, -1 where absent or null
         (``hashes``: their ``text_hashes``, if already made)."""
-        if self._table is None:
+        table = self._table
+        if table is None:
             return positions_in(keys, self.keys)
         if hashes is None:
             hashes = text_hashes(keys)
-        at = self._table.get_indexer(hashes.view(np.int64)).astype(np.intp)
+        return np.concatenate([self._chunk(table, keys.slice(at, CHUNK), hashes[at:at + CHUNK])
+                               for at in range(0, len(keys), CHUNK)] or [np.empty(0, np.intp)])
+
+    def _chunk(self, table: pd.Index, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        at = table.get_indexer(hashes.view(np.int64)).astype(np.intp)
         hit = np.flatnonzero(at >= 0)
         same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(at[hit])))
         at[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
         return at
+
+
+Prepared = tuple[KeyColumn, tuple[pa.Array, tuple[np.ndarray, pa.Array, np.ndarray]] | None]
+"""A batch's keys, and its distinct texts with their encoded path keys (None in raw mode)."""
 
 
 class KeyNormalizer:
@@ -309,15 +344,29 @@ class KeyNormalizer:
         self._examples: list[tuple[int, int, str, str, str]] = []
 
     def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
+        return self.keep(self.prepare(values))
+
+    def prepare(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> Prepared:
+        """The keys of ``values`` and what the merge check needs of them: the work of
+        one batch, touching no state, so a thread can do it while ``keep`` takes the
+        batch before."""
         raw_codes, distinct = _factorize(values)
         text = as_text(distinct)
         path_keys = self._path_mode(text)
         keys = path_keys if self.regex is None else \
             _blank_to_null(pc.utf8_trim_whitespace(regex_keys(path_keys, self.regex)))
         encoded = encode(keys)
+        merges = None
         if self.mode != "raw":  # a merge is the path mode's doing; the regex's is asked for
-            self._track_merges(text, encoded if self.regex is None else encode(path_keys))
-        return _recode(raw_codes, *encoded)
+            merges = (text, encoded if self.regex is None else encode(path_keys))
+        return _recode(raw_codes, *encoded), merges
+
+    def keep(self, prepared: Prepared) -> KeyColumn:
+        """A prepared batch's keys, its merges recorded (batches in stream order)."""
+        keys, merges = prepared
+        if merges is not None:
+            self._track_merges(*merges)
+        return keys
 
     def _path_mode(self, text: pa.Array) -> pa.Array:
         """Basename, then stem, splitting on both separators."""

@@ -49,7 +49,6 @@ class LabelSet:
     paths: list[str] = field(default_factory=list)
     _arrays: dict[str, pa.Array] = field(default_factory=dict, repr=False)
     _keys: keymod.KeyIndex | None = field(default=None, repr=False)
-    _last: tuple[pa.Array, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def keys(self) -> pa.Array:
@@ -60,7 +59,7 @@ class LabelSet:
     def index(self) -> keymod.KeyIndex:
         if self._keys is None:
             self._keys = keymod.KeyIndex(self.array("key"),
-                                         self.array("key_hash").to_numpy())
+                                         self.array("key_hash").to_numpy(), "labels")
         return self._keys
 
     def array(self, column: str) -> pa.Array:
@@ -76,16 +75,10 @@ class LabelSet:
                                     self.array("file").take(rows)), "")
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
-        """The label row of each distinct feature key, -1 where there is none."""
-        return self.rows_of(keys.keys, keys.hashes)
-
-    def rows_of(self, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
-        """``positions`` for distinct keys (Arrow text) and their hashes. The in-memory
-        join asks three times for the same array (count, gate, columns): the lookup runs
-        once."""
-        if self._last is None or self._last[0] is not keys:
-            self._last = (keys, self.index.positions(keys, hashes))
-        return self._last[1]
+        """The label row of each distinct feature key, -1 where there is none. The join
+        asks three times for the same keys (count, gate, columns): the lookup runs once,
+        its answer kept with the keys."""
+        return self.index.lookup(keys)
 
 
 def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
@@ -420,8 +413,9 @@ class LabelJoin:
         self.matched_rows += int((per_key[keys.codes[~keys.unkeyed]] >= 0).sum())
 
     def gate(self, tally: Any) -> None:
-        uniques = tally.keys
-        positions = self.labels.rows_of(uniques, tally.hashes)
+        distinct = tally.distinct
+        uniques = distinct.keys
+        positions = self.labels.positions(distinct)
         self.coverage = coverage_of(uniques, positions >= 0, unkeyed_rows=tally.unkeyed,
                                     matched_rows=self.matched_rows, input_rows=tally.rows)
         gate(self.coverage, self.options.min_match_rate, self.features)

@@ -29,34 +29,43 @@ class KeyTally:
     def __init__(self) -> None:
         self.rows = 0
         self.unkeyed = 0
-        self._batches: list[tuple[pa.Array, np.ndarray]] = []
+        self._batches: list[keymod.KeyColumn] = []
 
     def add(self, keys: keymod.KeyColumn) -> None:
+        """Count a slice of keys (the lookups the core made on it come along)."""
         self.rows += len(keys)
         self.unkeyed += int(keys.unkeyed.sum())
-        self._batches.append((keys.keys, keys.hashes))
+        self._batches.append(keys)
         if len(self._batches) > 64:  # bounded: fold the distinct keys now and then
             self._settle()
 
     def _settle(self) -> None:
-        """The batches' keys as one array of distinct keys, on the hashes they carry."""
-        if len(self._batches) > 1:
-            keys = pa.concat_arrays([k for k, _ in self._batches])
-            _, distinct, hashes = keymod.encode(
-                keys, np.concatenate([h for _, h in self._batches]))
-            self._batches = [(distinct, hashes)]
+        """The batches' keys as one column of distinct keys, on the hashes they carry,
+        with the lookups every batch made."""
+        batches = self._batches
+        if len(batches) < 2:
+            return
+        keys = pa.concat_arrays([b.keys for b in batches])
+        codes, distinct, hashes = keymod.encode(keys, np.concatenate([b.hashes for b in batches]))
+        first = keymod.first_rows(codes)
+        found = {name: np.concatenate([b.found[name] for b in batches])[first]
+                 for name in set.intersection(*(set(b.found) for b in batches))}
+        self._batches = [keymod.KeyColumn(np.arange(len(distinct)), distinct, hashes, found)]
+
+    @property
+    def distinct(self) -> keymod.KeyColumn:
+        """Distinct keys (Arrow text) in order of first appearance, as in one pass, one
+        row each, with their hashes and lookups."""
+        self._settle()
+        if not self._batches:
+            return keymod.KeyColumn.empty()
+        only = self._batches[0]
+        return keymod.KeyColumn(np.arange(len(only.keys)), only.keys, only.hashes, only.found)
 
     @property
     def keys(self) -> pa.Array:
         """Distinct keys (Arrow text) in order of first appearance, as in one pass."""
-        self._settle()
-        return self._batches[0][0] if self._batches else pa.array([], type=pa.string())
-
-    @property
-    def hashes(self) -> np.ndarray:
-        """``keymod.text_hashes`` of ``keys``."""
-        self._settle()
-        return self._batches[0][1] if self._batches else np.empty(0, dtype=np.uint64)
+        return self.distinct.keys
 
 
 Observed = Mapping[str, pa.Array | pa.ChunkedArray]
@@ -140,8 +149,8 @@ def gated_audit(plan: Plan, core: Core, normalizer: keymod.KeyNormalizer,
     the gate; the audit."""
     tally = KeyTally()
     for keys, values in batches:
+        core.observe(keys, values)  # first: its lookups then go with the keys to the tally
         tally.add(keys)
-        core.observe(keys, values)
     normalizer.refuse_merges(plan.allow_key_merge, plan.features)
     core.gate(tally)
     audit = core.audit(tally)

@@ -317,22 +317,16 @@ class _Competitor:
     def __init__(self, name: str, records: pd.DataFrame, base: str) -> None:
         self.name, self.records, self.base = name, records.reset_index(drop=True), base
         self.keys = pa.array(self.records["key"].to_numpy(object), type=pa.string())
-        self.index = keymod.KeyIndex(self.keys)
+        self.index = keymod.KeyIndex(self.keys, name=f"scores of {name}")
         self.status = pd.Categorical(self.records["status"], categories=ROW_STATUSES) \
             .codes.astype(np.int8)
         self.scores = self.records["score"].to_numpy(dtype="float64")
         self.sources = pa.array(self.records["source"].to_numpy(object), type=pa.string())
         self.rows = dict.fromkeys(ROW_STATUSES, 0)
-        self._last: tuple[pa.Array, np.ndarray] | None = None
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
-        """The record of each feature row, -1 where there is none (or no key).
-
-        The in-memory join asks twice for the same keys (count, then columns): the
-        lookup of the distinct keys runs once."""
-        if self._last is None or self._last[0] is not keys.keys:
-            self._last = (keys.keys, self.index.positions(keys.keys, keys.hashes))
-        per_key = self._last[1]
+        """The record of each feature row, -1 where there is none (or no key)."""
+        per_key = self.index.lookup(keys)
         positions = np.full(len(keys), -1, dtype=np.intp)
         keyed = ~keys.unkeyed
         positions[keyed] = per_key[keys.codes[keyed]]

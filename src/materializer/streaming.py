@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,7 @@ from materializer import keys as keymod
 from materializer.plan import Core, Observed, Plan, attach, gated_audit
 
 log = logging.getLogger("materializer")
+T = TypeVar("T")
 
 # MATERIALIZER_STREAM: "auto" (stream parquet inputs above the threshold), "always", "never".
 STREAM_ENV = "MATERIALIZER_STREAM"
@@ -78,11 +79,12 @@ def read_batches(reader: pq.ParquetFile, path: Path, written: str,
         yield batch
 
 
-def read_ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Yield ``batches``, decoding the next one in a thread while this one is written.
+def read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """Yield ``batches``, making the next one in a thread while this one is used.
 
-    Parquet decoding and encoding each keep about one core busy and release the GIL;
-    overlapping them hides most of the read on two cores, for one more batch in memory.
+    Parquet decoding and encoding each keep about one core busy and release the GIL,
+    as do Arrow's and NumPy's kernels on the keys; overlapping them hides most of the
+    read on two cores, for one more batch in memory.
     """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
         pending = pool.submit(next, batches, None)
@@ -125,10 +127,12 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
                           if _repeats_keys(path, plan.features, core.key_column) else None)
     observed = core.observed_columns(reader.schema_arrow.names)
     columns = list(dict.fromkeys([core.key_column, *observed]))
-    for batch in read_batches(reader, path, plan.features, batch_size=_batch_rows(),
-                              columns=columns):
-        yield (normalize(batch.column(core.key_column)),
-               {name: batch.column(name) for name in observed})
+    batches = read_batches(reader, path, plan.features, batch_size=_batch_rows(),
+                           columns=columns)
+    prepared = ((normalize.prepare(batch.column(core.key_column)),
+                 {name: batch.column(name) for name in observed}) for batch in batches)
+    for keys, values in read_ahead(prepared):  # the next batch is normalised meanwhile
+        yield normalize.keep(keys), values
 
 
 def _repeats_keys(path: Path, written: str, column: str) -> bool:
@@ -148,46 +152,56 @@ class KeySpill:
 
     Two Arrow IPC streams in the system's temporary folder, a batch in each per batch of
     pass one: the rows as a dictionary column (row codes into the batch's distinct keys;
-    four bytes a row plus the keys), and the keys' hashes (eight bytes a key), which
-    pass two's lookups would otherwise make again.
+    four bytes a row plus the keys), and per distinct key its hash and the positions
+    the core's lookups found (eight bytes each), which pass two would otherwise make
+    again.
     """
 
     SCHEMA = pa.schema([("key", pa.dictionary(pa.int32(), pa.string()))])
-    HASHES = pa.schema([("hash", pa.uint64())])
 
     def __init__(self, folder: Path) -> None:
-        self.path, self.hashes = folder / "keys.arrows", folder / "hashes.arrows"
+        self.path, self.per_key = folder / "keys.arrows", folder / "per-key.arrows"
         self._files: list[pa.OSFile] = []
         self._batches: Iterator[tuple[pa.RecordBatch, pa.RecordBatch]] = iter(())
         self._pending = keymod.KeyColumn.empty()
 
     def keeping(self, batches: Iterator[tuple[keymod.KeyColumn, Observed]]) \
             -> Iterator[tuple[keymod.KeyColumn, Observed]]:
-        """``batches``, each key column written to the spill on its way."""
-        with pa.ipc.new_stream(str(self.path), self.SCHEMA) as writer, \
-                pa.ipc.new_stream(str(self.hashes), self.HASHES) as hashes:
-            for keys, values in batches:
-                codes = pa.array(keys.codes.astype(np.int32), mask=keys.unkeyed)
-                writer.write_batch(pa.record_batch(
-                    [pa.DictionaryArray.from_arrays(codes, keys.keys)], schema=self.SCHEMA))
-                hashes.write_batch(pa.record_batch([pa.array(keys.hashes)],
-                                                   schema=self.HASHES))
-                yield keys, values
+        """``batches``, each key column written to the spill once it has been used (by
+        then the core has made its lookups on it)."""
+        with pa.ipc.new_stream(str(self.path), self.SCHEMA) as writer:
+            per_key, schema = None, pa.schema([])
+            try:
+                for keys, values in batches:
+                    yield keys, values
+                    codes = pa.array(keys.codes.astype(np.int32), mask=keys.unkeyed)
+                    writer.write_batch(pa.record_batch(
+                        [pa.DictionaryArray.from_arrays(codes, keys.keys)], schema=self.SCHEMA))
+                    columns = {"hash": keys.hashes, **keys.found}
+                    if per_key is None:
+                        schema = pa.schema([(name, pa.from_numpy_dtype(v.dtype))
+                                            for name, v in columns.items()])
+                        per_key = pa.ipc.new_stream(str(self.per_key), schema)
+                    per_key.write_batch(pa.record_batch(
+                        [pa.array(columns[name]) for name in schema.names], schema=schema))
+            finally:
+                if per_key is not None:
+                    per_key.close()
 
     def take(self, rows: int) -> keymod.KeyColumn:
         """The key column of the next ``rows`` rows, in the order pass one saw them."""
         if not self._files:
-            self._files = [pa.OSFile(str(self.path)), pa.OSFile(str(self.hashes))]
+            self._files = [pa.OSFile(str(self.path)), pa.OSFile(str(self.per_key))]
             self._batches = zip(*(pa.ipc.open_stream(f) for f in self._files), strict=True)
         parts, have = [], 0
         while have < rows:
             if not len(self._pending):
-                keys, hashes = next(self._batches)
-                self._pending = _key_column(keys.column(0), hashes.column(0))
+                self._pending = _key_column(*next(self._batches))
             part = self._pending
             need = min(rows - have, len(part))
-            parts.append(keymod.KeyColumn(part.codes[:need], part.keys, part.hashes))
-            self._pending = keymod.KeyColumn(part.codes[need:], part.keys, part.hashes)
+            parts.append(keymod.KeyColumn(part.codes[:need], part.keys, part.hashes, part.found))
+            self._pending = keymod.KeyColumn(part.codes[need:], part.keys, part.hashes,
+                                             part.found)
             have += need
         return parts[0] if len(parts) == 1 else _joined(parts)
 
@@ -196,9 +210,12 @@ class KeySpill:
             file.close()
 
 
-def _key_column(column: pa.DictionaryArray, hashes: pa.Array) -> keymod.KeyColumn:
+def _key_column(rows: pa.RecordBatch, per_key: pa.RecordBatch) -> keymod.KeyColumn:
+    column = rows.column(0)
     codes = pc.fill_null(column.indices, -1).to_numpy(zero_copy_only=False)
-    return keymod.KeyColumn(codes.astype(np.intp), column.dictionary, hashes.to_numpy())
+    found = {name: per_key.column(name).to_numpy() for name in per_key.schema.names[1:]}
+    return keymod.KeyColumn(codes.astype(np.intp), column.dictionary,
+                            per_key.column("hash").to_numpy(), found)
 
 
 def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
@@ -207,7 +224,9 @@ def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
     codes = np.concatenate([np.where(part.codes >= 0, part.codes + offset, -1)
                             for part, offset in zip(parts, shift, strict=True)])
     return keymod.KeyColumn(codes, pa.concat_arrays([part.keys for part in parts]),
-                            np.concatenate([part.hashes for part in parts]))
+                            np.concatenate([part.hashes for part in parts]),
+                            {name: np.concatenate([part.found[name] for part in parts])
+                             for name in parts[0].found})
 
 
 def materialize_streaming(plan: Plan, core: Core) -> dict[str, Any]:
@@ -230,6 +249,7 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
     normalize = plan.normalizer(core)
     audit = gated_audit(plan, core, normalize,
                         spill.keeping(_key_batches(plan, core, normalize)))
+    del normalize  # the merge check's keys (a text per clip): pass two has no use for them
     audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
     progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
