@@ -31,9 +31,10 @@ def materialize(plan: Plan, sources: Sequence[Source], key_of: KeyOf,
     """Run one join: ``prepare`` reads the sources and returns the core, given the
     feature table's column names and its key column (``key_of`` them). Returns the audit.
 
-    A feature table given as a mapping (``read`` or ``align_to``), or in a format only
-    :mod:`materializer.readers` reads, is read whole through
-    :func:`materializer.sources.load`; the others keep the streaming path.
+    A feature table given as a mapping (``read`` or ``align_to``), in a format only
+    :mod:`materializer.readers` reads, or in JSON (whose column names cost a parse) is
+    read whole, once, through :func:`materializer.sources.load`; parquet and CSV keep
+    the streaming path.
     """
     files.table_format(plan.out)
     feature = plan.feature_source
@@ -43,7 +44,7 @@ def materialize(plan: Plan, sources: Sequence[Source], key_of: KeyOf,
     publish.check_outputs(plan.run, plan.out, plan.audit_json, read)
     plan.hasher = InputHasher(read, plan.run.base_dir)
     try:
-        if feature.plain and format_of(feature.path) in files.FORMATS.values():
+        if feature.plain and format_of(feature.path) in ("parquet", "csv"):
             columns = tableio.read_columns(plan.feature_path, plan.features)
             core = prepare(columns, key_of(columns))
             if streaming.should_stream(plan.feature_path, plan.features, plan.out):
