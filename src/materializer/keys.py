@@ -518,9 +518,12 @@ def first_rows(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(codes > before)
 
 
-def _recode(raw_codes: np.ndarray, key_codes: np.ndarray, keys: pa.Array,
+def _recode(raw_codes: np.ndarray | None, key_codes: np.ndarray, keys: pa.Array,
             hashes: np.ndarray) -> KeyColumn:
-    """Row codes into the distinct normalised keys (missing keys become -1)."""
+    """Row codes into the distinct normalised keys (missing keys become -1); no
+    ``raw_codes``: each row was its own raw value."""
+    if raw_codes is None:
+        return KeyColumn(key_codes, keys, hashes)
     codes = np.full(len(raw_codes), -1, dtype=np.intp)
     present = raw_codes >= 0
     codes[present] = key_codes[raw_codes[present]]
@@ -528,8 +531,9 @@ def _recode(raw_codes: np.ndarray, key_codes: np.ndarray, keys: pa.Array,
 
 
 def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
-        -> tuple[np.ndarray, pa.Array | pd.Series]:
-    """Codes per row (-1 for null) and the distinct raw values they point to.
+        -> tuple[np.ndarray | None, pa.Array | pd.Series]:
+    """Codes per row (-1 for null) and the distinct raw values they point to; no codes
+    for a column normalised as it is (each row its own value, nulls included).
 
     Arrow's hash kernel for Arrow columns and pandas columns of one type; a column of
     mixed Python types (JSON keys holding numbers and text) goes through pandas."""
@@ -550,9 +554,7 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
         return codes.astype(np.intp, copy=False), \
             values.dictionary.take(pa.array(used.astype(np.int64)))
     if mostly_distinct(values):  # one row per clip: hashing would find nothing to share
-        codes = np.arange(len(values), dtype=np.intp)
-        codes[pc.is_null(values).to_numpy(zero_copy_only=False)] = -1
-        return codes, values
+        return None, values
     encoded = pc.dictionary_encode(values)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     return codes.astype(np.intp, copy=False), encoded.dictionary
