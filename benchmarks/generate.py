@@ -8,7 +8,7 @@ bounded memory.
 
     python benchmarks/generate.py table --rows 1000000 --out benchmarks/data/t1m.parquet
     python benchmarks/generate.py convert benchmarks/data/t1m.parquet benchmarks/data/t1m.csv
-    python benchmarks/generate.py scores --rows 500000 --out benchmarks/data/dover.jsonl
+    python benchmarks/generate.py scores --rows 500000 --clips 1000000 --out dover.jsonl
     python benchmarks/generate.py manifest --tables 100 --rows 1000 --dir benchmarks/data/m100
 """
 
@@ -127,10 +127,12 @@ def write_manifest(folder: Path, tables: int, rows: int, label_files: int | None
     return path
 
 
-def write_scores(out: Path, rows: int, competitor: str, seed: int = 0) -> None:
+def write_scores(out: Path, rows: int, competitor: str, seed: int = 0,
+                 clips: int | None = None) -> None:
     """A DOVER-style JSON-lines score file: one row per clip for the first ``rows`` clips
-    of a per-clip table (``path``, ``competitor``, ``score``, ``runtime_ms``)."""
-    ids = clip_ids(rows, 1)
+    of a per-clip table of ``clips`` rows (``path``, ``competitor``, ``score``,
+    ``runtime_ms``)."""
+    ids = clip_ids(clips or rows, 1)[:rows]
     scores = np.random.default_rng(seed).random(rows).round(6)
     with open(out, "w", encoding="utf-8") as sink:
         for start in range(0, rows, ROW_GROUP):
@@ -172,6 +174,8 @@ def main() -> None:
     scores.add_argument("--out", type=Path, required=True)
     scores.add_argument("--competitor", default="dover")
     scores.add_argument("--seed", type=int, default=0)
+    scores.add_argument("--clips", type=int, help="rows of the per-clip table it scores "
+                        "(default: --rows)")
     converted = sub.add_parser("convert", help="a parquet table as .csv or .jsonl")
     converted.add_argument("table", type=Path)
     converted.add_argument("target", type=Path)
@@ -186,7 +190,7 @@ def main() -> None:
         write_labels(args.labels or args.out.with_suffix(".labels.csv"), args.rows,
                      args.frames_per_clip)
     elif args.what == "scores":
-        write_scores(args.out, args.rows, args.competitor, args.seed)
+        write_scores(args.out, args.rows, args.competitor, args.seed, args.clips)
     elif args.what == "convert":
         convert(args.table, args.target)
     else:

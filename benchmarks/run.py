@@ -12,6 +12,7 @@ the child's own ``wait4`` rusage. Runs are interleaved (floor, materializer, flo
     python benchmarks/run.py manifests --tables 1000 --report-plots true --format json
     python benchmarks/run.py peers --rows 1000000 10000000 --shape per-frame per-clip
     python benchmarks/run.py peers --rows 1000000 --format csv jsonl
+    python benchmarks/run.py scores --rows 1000000 --score-rows 500000 --repeat 3
 """
 
 from __future__ import annotations
@@ -167,8 +168,8 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int,
     floor = [sys.executable, str(HERE / "floor.py"), table.name, out.name]
 
     def peer(engine: str) -> Callable[[], dict[str, Any]]:
-        argv = [sys.executable, str(HERE / "peers.py"), engine, table.name, labels.name,
-                out.name]
+        argv = [sys.executable, str(HERE / "peers.py"), engine, "mos", table.name,
+                labels.name, out.name]
         return lambda: measure(argv, DATA)
 
     cases: dict[str, Callable[[], dict[str, Any]]] = {
@@ -188,6 +189,41 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int,
             "streamed": stream, "input_mib": table.stat().st_size / 2**20, "results": found,
             "vs_best_peer": {"wall": mine["wall_s"] / best["wall_s"],
                              "peak": mine["peak_mib"] / best["peak_mib"]}}
+
+
+def bench_scores(rows: int, score_rows: int, features: int, repeat: int) -> dict[str, Any]:
+    """The second-opinion join (two JSON-lines score files of ``score_rows`` clips each
+    onto a per-clip table) in polars and DuckDB beside the materializer."""
+    table, _ = ensure_table(rows, features, "per-clip")
+    scores = {}
+    for seed, name in enumerate(("dover", "fastvqa")):
+        scores[name] = DATA / f"scores-{name}-{score_rows}-of-{rows}.jsonl"
+        if not scores[name].exists():
+            subprocess.run([sys.executable, str(HERE / "generate.py"), "scores", "--rows",
+                            str(score_rows), "--clips", str(rows), "--out", str(scores[name]),
+                            "--competitor", name, "--seed", str(seed)], check=True)
+    out = DATA / "out.parquet"
+    named = [f"{name}={path.name}" for name, path in scores.items()]
+
+    def peer(engine: str) -> Callable[[], dict[str, Any]]:
+        argv = [sys.executable, str(HERE / "peers.py"), engine, "scores", table.name,
+                out.name, *named]
+        return lambda: measure(argv, DATA)
+
+    mine = [str(BIN / "materialize-second-opinion-features"), "--features", table.name,
+            *(f"--scores={path.name}" for path in scores.values()), "--out", out.name,
+            "--audit-json", out.name + ".json"]
+    cases = {"polars": peer("polars"), "duckdb": peer("duckdb"),
+             "materializer": lambda: measure(mine, DATA)}
+    print(f"second opinion, {rows} clips, two score files of {score_rows} rows:", flush=True)
+    found = interleaved(cases, repeat)
+    for stale in DATA.glob("out.parquet*"):
+        stale.unlink()
+    best = {"wall_s": min(found[p]["wall_s"] for p in ("polars", "duckdb")),
+            "peak_mib": min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
+    return {"rows": rows, "score_rows": score_rows, "features": features, "results": found,
+            "vs_best_peer": {"wall": found["materializer"]["wall_s"] / best["wall_s"],
+                             "peak": found["materializer"]["peak_mib"] / best["peak_mib"]}}
 
 
 # --- many small tables -----------------------------------------------------------------
@@ -268,6 +304,11 @@ def main() -> None:
     peers.add_argument("--repeat", type=int, default=3)
     peers.add_argument("--format", choices=("parquet", "csv", "jsonl"), nargs="+",
                        default=["parquet"], help="the feature table's format")
+    scored = sub.add_parser("scores", help="the second-opinion join in polars and DuckDB")
+    scored.add_argument("--rows", type=int, default=1_000_000)
+    scored.add_argument("--score-rows", type=int, default=500_000)
+    scored.add_argument("--features", type=int, default=generate.N_FEATURES)
+    scored.add_argument("--repeat", type=int, default=3)
     many = sub.add_parser("manifests", help="plan, run and rerun manifests of small tables")
     many.add_argument("--tables", type=int, nargs="+", default=[10, 100, 1000])
     many.add_argument("--rows", type=int, default=1000, help="rows per table")
@@ -291,6 +332,10 @@ def main() -> None:
                     name = f"peers-{shape}-{count}" + ("" if fmt == "parquet" else f"-{fmt}")
                     save(name, {"machine": info, **bench_peers(count, args.features, shape,
                                                                args.repeat, fmt)})
+    elif args.what == "scores":
+        save(f"scores-{args.rows}-{args.score_rows}",
+             {"machine": info, **bench_scores(args.rows, args.score_rows, args.features,
+                                              args.repeat)})
     else:
         for count in args.tables:
             save(variant(count, args.report_plots, args.format),

@@ -129,3 +129,28 @@ def test_flat_json_lines_take_the_fast_path(tmp_path: Path) -> None:
     path.write_text('{"k": 7, "x": 1}\n', encoding="utf-8")
     assert tableio.jsonl_by_arrow(path, ["k"]) is None
     assert tableio.json_by_python(path, path.name, ["k"]).column("k").to_pylist() == ["7"]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_json_feature_table_is_read_once(tmp_path: Path, monkeypatch, suffix: str) -> None:
+    """Its column names come from the one read that gives the data (a JSON file has no
+    header to read apart), and the join is the same."""
+    from materializer.mos import materialize_mos_labels
+    from materializer.provenance import RunContext
+
+    rows = [{"clip_id": "007", "x": 1.5}, {"clip_id": "8", "x": 2.0}]
+    (tmp_path / f"f{suffix}").write_text(
+        "".join(json.dumps(row) + "\n" for row in rows) if suffix == ".jsonl"
+        else json.dumps(rows), encoding="utf-8")
+    (tmp_path / "l.csv").write_text("clip_id,mos\n007,3.5\n8,4.0\n", encoding="utf-8")
+    reads = []
+    read = tableio.read_table
+    monkeypatch.setattr(tableio, "read_table",
+                        lambda path, *args, **kw: reads.append(path.name) or read(path, *args,
+                                                                                 **kw))
+    audit = materialize_mos_labels(f"f{suffix}", ["l.csv"], "o.parquet",
+                                   run=RunContext("test", base_dir=str(tmp_path)))
+    assert reads.count(f"f{suffix}") == 1
+    assert audit["matched_rows"] == 2
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    assert out["clip_id"].tolist() == ["007", "8"] and out["mos"].tolist() == [3.5, 4.0]

@@ -35,7 +35,9 @@ class KeyTally:
         """Count a slice of keys (the lookups the core made on it come along)."""
         self.rows += len(keys)
         self.unkeyed += int(keys.unkeyed.sum())
-        self._batches.append(keys)
+        # Without its row codes (a per-frame batch has a million rows, a few keys).
+        self._batches.append(keymod.KeyColumn(np.empty(0, dtype=np.intp), keys.keys,
+                                              keys.hashes, keys.found))
         if len(self._batches) > 64:  # bounded: fold the distinct keys now and then
             self._settle()
 

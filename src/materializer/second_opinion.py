@@ -88,21 +88,21 @@ def _nested(frame: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def _first(frames: Sequence[pd.DataFrame], candidates: Sequence[str], exact: bool = False) \
-        -> tuple[pd.Series, pd.Series]:
-    """Column-wide: the first non-null candidate value per row, and the field it came from."""
-    index = frames[0].index
-    values = pd.Series([None] * len(index), index=index, dtype=object)
-    fields = pd.Series([None] * len(index), index=index, dtype=object)
-    for frame in frames:
-        for candidate in candidates:
-            column = candidate if exact else keymod.find_column(list(frame.columns),
-                                                                (candidate,))
-            if column is None or column not in frame.columns:
-                continue
-            take = values.isna() & frame[column].notna()
-            values = values.where(~take, frame[column].astype(object))
-            fields = fields.where(~take, column)
-    return values, fields
+        -> pd.Series:
+    """Column-wide: the first non-null candidate value per row. Where one candidate
+    column is present (the usual case) it is that column as it is, its dtype kept: a
+    float runtime stays float, not a column of Python objects."""
+    present = list({(number, column): frame[column] for number, frame in enumerate(frames)
+                    for candidate in candidates
+                    if (column := candidate if exact else keymod.find_column(
+                        list(frame.columns), (candidate,))) in frame.columns}.values())
+    if len(present) == 1:
+        return present[0]
+    values = pd.Series([None] * len(frames[0].index), index=frames[0].index, dtype=object)
+    for column in present:
+        take = values.isna() & column.notna()
+        values = values.where(~take, column.astype(object))
+    return values
 
 
 def _field_per_competitor(levels: Sequence[pd.DataFrame], candidates: Sequence[str],
@@ -164,7 +164,9 @@ def _numbers(values: pd.Series, keys: pd.Series, file: str, what: str,
     if bad.any():
         row = bad.to_numpy().nonzero()[0][0]
         limit = "a finite number >= 0" if at_least_zero else "a finite number"
-        raise DataError(f"{what} {values.iloc[row]!r} is not {limit}", file=file,
+        value = values.iloc[row]  # as written: a NumPy number prints as the plain number
+        raise DataError(f"{what} {value.item() if isinstance(value, np.generic) else value!r}"
+                        f" is not {limit}", file=file,
                         key=None if pd.isna(keys.iloc[row]) else str(keys.iloc[row]))
     return numbers.astype("float64")
 
@@ -193,7 +195,7 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
         row = score.index[score.isna().to_numpy()][0]
         raise DataError("a frames[] entry has no score field", file=file, key=str(keys.loc[row]))
     score = _numbers(score, keys.reindex(score.index), file, "frame score")
-    runtime, _ = _first([per_frame], RUNTIME_CANDIDATES)
+    runtime = _first([per_frame], RUNTIME_CANDIDATES)
     runtime = _numbers(runtime, keys.reindex(runtime.index), file, "frame runtime",
                        at_least_zero=True)
     grouped = score.groupby(level=0)
@@ -222,7 +224,7 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
                          file=spec.path, column=options.score_key_field)
     keys = _score_keys(levels, key_fields, named is not None, options, spec.path)
 
-    competitor, _ = _first(levels, ("competitor",))
+    competitor = _first(levels, ("competitor",))
     competitor = _text(competitor).replace("", None)
     if spec.label:
         competitor = competitor.fillna(spec.label)
@@ -238,10 +240,10 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
     from_frames = score.isna() & frame_mean.notna()
     score = score.where(~from_frames, frame_mean)
     frames = frame_count.where(from_frames, 0).astype("int64")
-    runtime, _ = _first(levels, RUNTIME_CANDIDATES)
+    runtime = _first(levels, RUNTIME_CANDIDATES)
     runtime = _numbers(runtime, keys, spec.path, "runtime", at_least_zero=True) \
         .fillna(frame_runtime)
-    status_raw, _ = _first(levels, ("status",))
+    status_raw = _first(levels, ("status",))
     status_text = _text(status_raw).str.lower().fillna("")
     ok = status_text.isin(OK_STATUSES).to_numpy()
     for name in pd.unique(competitor):
