@@ -261,8 +261,7 @@ def encode(text: pa.Array, hashes: np.ndarray | None = None) \
     else:
         codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = found
-    distinct = text if len(first) == len(text) else text.take(pa.array(rows[first]))
-    return codes, distinct, uniques.view(np.uint64)
+    return codes, text.take(pa.array(rows[first])), uniques.view(np.uint64)
 
 
 def _distinct(hashes: np.ndarray) -> bool:
@@ -387,7 +386,7 @@ class KeyNormalizer:
             self._clash(self._batches, 0, text.take(pa.array(first[codes[repeats]])),
                         text.take(pa.array(repeats)))
         self._firsts.append((keys, hashes, text.take(pa.array(first, type=pa.int64())),
-                             np.full(len(first), self._batches)))
+                             np.full(len(first), self._batches, dtype=np.int32)))
         self._batches += 1
         if len(self._firsts) > FOLD_BATCHES:
             self._fold()
