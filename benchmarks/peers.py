@@ -17,6 +17,7 @@ parquet, CSV or JSON lines, by its extension; the output is parquet.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import generate
 
@@ -46,7 +47,7 @@ def polars_scores(table: str, out: str, scores: dict[str, str]) -> None:
     joined.drop("key").sink_parquet(out)
 
 
-def _polars_scan(table: str):  # noqa: ANN202 (polars is imported lazily)
+def _polars_scan(table: str) -> Any:  # a polars LazyFrame (polars loads lazily)
     import polars as pl
 
     scan = {"parquet": pl.scan_parquet, "csv": pl.scan_csv, "jsonl": pl.scan_ndjson}

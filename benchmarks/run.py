@@ -182,13 +182,16 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int,
     found = interleaved(cases, repeat)
     for stale in DATA.glob("out.parquet*"):
         stale.unlink()
-    best = {"wall_s": min(found[p]["wall_s"] for p in ("polars", "duckdb")),
-            "peak_mib": min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
-    mine = found["materializer"]
     return {"rows": rows, "features": features, "shape": shape, "format": fmt,
             "streamed": stream, "input_mib": table.stat().st_size / 2**20, "results": found,
-            "vs_best_peer": {"wall": mine["wall_s"] / best["wall_s"],
-                             "peak": mine["peak_mib"] / best["peak_mib"]}}
+            "vs_best_peer": vs_best_peer(found)}
+
+
+def vs_best_peer(found: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The materializer's wall time over the faster peer's, peak over the smaller's."""
+    mine = found["materializer"]
+    return {"wall": mine["wall_s"] / min(found[p]["wall_s"] for p in ("polars", "duckdb")),
+            "peak": mine["peak_mib"] / min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
 
 
 def bench_scores(rows: int, score_rows: int, features: int, repeat: int) -> dict[str, Any]:
@@ -219,11 +222,8 @@ def bench_scores(rows: int, score_rows: int, features: int, repeat: int) -> dict
     found = interleaved(cases, repeat)
     for stale in DATA.glob("out.parquet*"):
         stale.unlink()
-    best = {"wall_s": min(found[p]["wall_s"] for p in ("polars", "duckdb")),
-            "peak_mib": min(found[p]["peak_mib"] for p in ("polars", "duckdb"))}
     return {"rows": rows, "score_rows": score_rows, "features": features, "results": found,
-            "vs_best_peer": {"wall": found["materializer"]["wall_s"] / best["wall_s"],
-                             "peak": found["materializer"]["peak_mib"] / best["peak_mib"]}}
+            "vs_best_peer": vs_best_peer(found)}
 
 
 # --- many small tables -----------------------------------------------------------------

@@ -399,17 +399,17 @@ class KeyNormalizer:
         if len(self._firsts) < 2 or self._folded == len(self._firsts):
             return
         hashes = np.concatenate([h for _, h, _, _ in self._firsts])
-        long = len(self._firsts) > FOLD_BATCHES
+        distinct = _distinct(hashes)  # no key in two batches: nothing to compare or drop
         self._folded = len(self._firsts)
-        if _distinct(hashes) and not long:  # no key in two batches: nothing to compare
+        if distinct and len(self._firsts) <= FOLD_BATCHES:
             return
         keys = pa.concat_arrays([k for k, _, _, _ in self._firsts])
         texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
         batches = np.concatenate([b for _, _, _, b in self._firsts])
-        codes, _, _ = encode(keys, hashes)
-        first = first_rows(codes)
         self._folded = 1
-        if len(first) == len(codes):  # no key in two batches: nothing to compare or drop
+        codes = np.arange(len(keys)) if distinct else encode(keys, hashes)[0]
+        first = first_rows(codes)
+        if len(first) == len(codes):  # one entry, each key in it once
             self._firsts = [(keys, hashes, texts, batches)]
             return
         later = np.ones(len(codes), dtype=bool)

@@ -92,14 +92,17 @@ def _first(frames: Sequence[pd.DataFrame], candidates: Sequence[str], exact: boo
     """Column-wide: the first non-null candidate value per row. Where one candidate
     column is present (the usual case) it is that column as it is, its dtype kept: a
     float runtime stays float, not a column of Python objects."""
-    present = list({(number, column): frame[column] for number, frame in enumerate(frames)
-                    for candidate in candidates
-                    if (column := candidate if exact else keymod.find_column(
-                        list(frame.columns), (candidate,))) in frame.columns}.values())
+    present: dict[tuple[int, str], pd.Series] = {}  # two candidates may find one column
+    for number, frame in enumerate(frames):
+        for candidate in candidates:
+            column = candidate if exact else keymod.find_column(list(frame.columns),
+                                                                (candidate,))
+            if column in frame.columns:
+                present.setdefault((number, column), frame[column])
     if len(present) == 1:
-        return present[0]
+        return next(iter(present.values()))
     values = pd.Series([None] * len(frames[0].index), index=frames[0].index, dtype=object)
-    for column in present:
+    for column in present.values():
         take = values.isna() & column.notna()
         values = values.where(~take, column.astype(object))
     return values
