@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -268,20 +269,20 @@ def test_output_that_is_an_input_is_refused(tmp_path: Path, mos) -> None:
     assert snapshot(tmp_path) == before
 
 
-def test_provenance_describes_inputs_and_written_output(tmp_path: Path, mos) -> None:
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl", "json"])
+def test_provenance_describes_inputs_and_written_output(tmp_path: Path, mos, fmt: str) -> None:
     write_table(tmp_path / "f.csv", [{"key": "a"}])
     write_table(tmp_path / "l.csv", [{"key": "a", "mos": 3.0}])
-    done = mos("--features", "f.csv", "--labels", "l.csv", "--out", "out/o.parquet",
+    done = mos("--features", "f.csv", "--labels", "l.csv", "--out", f"out/o.{fmt}",
                "--audit-json", "out/a.json")
     assert done.returncode == 0, done.stderr
     prov = json.loads((tmp_path / "out/a.json").read_text())["run_provenance"]
     assert prov["schema"] == "ai-run-provenance-v1"
     assert prov["inputs"]["features"]["kind"] == "file"
     assert prov["inputs"]["labels"][0]["path"] == "l.csv"
-    import hashlib
-
-    digest = hashlib.sha256((tmp_path / "out/o.parquet").read_bytes()).hexdigest()
-    assert prov["outputs"]["out"]["sha256"] == digest
+    written = (tmp_path / f"out/o.{fmt}").read_bytes()  # hashed while it was written
+    assert prov["outputs"]["out"]["sha256"] == hashlib.sha256(written).hexdigest()
+    assert prov["outputs"]["out"]["size"] == len(written)
     assert prov["outputs"]["audit_json"] == "out/a.json"
     assert {"python", "pandas", "pyarrow", "materializer"} <= set(prov["versions"])
     assert prov["args"] == dict(sorted(prov["args"].items()))

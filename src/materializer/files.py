@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import io
 import json
 import os
 import secrets
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +105,87 @@ def _remove_folders(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
+
+
+class WriteBehind(io.RawIOBase):
+    """A new file written, hashed and flushed to disk by a thread behind its writer.
+
+    The sha256 an audit cites and the flush before the rename each cost about a second
+    per gigabyte on the project's machine; made after the table was written they added
+    a fifth to a 10M-row join. Here the writer only hands its bytes over, a megabyte at
+    a time: a thread writes them in order, hashes them, and flushes every 256 MiB, so
+    ``finish`` has only the tail left. An error in the thread (a full disk, say) is
+    raised by the next ``write`` or by ``finish``.
+    """
+
+    HAND_OVER = 1 << 20
+    SYNC_EVERY = 256 << 20
+    QUEUED = 8  # hand-overs in flight at most: memory stays a few megabytes
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-behind")
+        self._queued: deque[Future[None]] = deque()
+        self._digest = hashlib.sha256()
+        self._parts: list[bytes] = []
+        self._held = self._size = self._unsynced = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size
+
+    def write(self, data: Any) -> int:
+        part = bytes(data)  # pyarrow hands over bytes (kept as they are); others a view
+        self._parts.append(part)
+        self._held += len(part)
+        self._size += len(part)
+        if self._held >= self.HAND_OVER or len(self._parts) >= 512:  # writev takes 1,024
+            self._hand_over()
+        return len(part)
+
+    def _hand_over(self) -> None:
+        while self._queued and (len(self._queued) >= self.QUEUED or self._queued[0].done()):
+            self._queued.popleft().result()
+        self._queued.append(self._thread.submit(self._store, self._parts))
+        self._parts, self._held = [], 0
+
+    def _store(self, parts: list[bytes]) -> None:
+        total = sum(map(len, parts))
+        done = os.writev(self._fd, parts)
+        if done < total:  # a short write: the rest one call at a time
+            rest = memoryview(b"".join(parts))[done:]
+            while rest:
+                rest = rest[os.write(self._fd, rest):]
+        for part in parts:
+            self._digest.update(part)
+        self._unsynced += total
+        if self._unsynced >= self.SYNC_EVERY:
+            os.fdatasync(self._fd)
+            self._unsynced = 0
+
+    def flush(self) -> None:
+        """Wait until every byte handed over is written."""
+        if self._parts:
+            self._hand_over()
+        while self._queued:
+            self._queued.popleft().result()
+
+    def finish(self) -> str:
+        """Write everything, flush the file to disk; the sha256 of its bytes."""
+        self.flush()
+        os.fsync(self._fd)
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:  # on success or failure: what is not written is dropped
+            self._thread.shutdown(wait=True, cancel_futures=True)
+            self._queued.clear()
+            self._parts = []
+            os.close(self._fd)
+        super().close()
 
 
 def write_json_document(payload: Any, target: Path) -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -53,7 +52,7 @@ def publish(
     run: RunContext,
     hasher: InputHasher,
     inputs: Mapping[str, Any],
-    write: Callable[[Path], None] | None = None,
+    write: Callable[[BinaryIO], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``table`` (or call ``write``) and the audit atomically; return the audit.
 
@@ -64,12 +63,13 @@ def publish(
     out_path = run.resolve(out)
     fmt = files.table_format(out)
     with files.atomic_output(out_path, out) as temp_table:
-        if write is None:
-            tableio.write_table_to(table, fmt, temp_table)
-        else:
-            write(temp_table)
-        files.fsync_file(temp_table)
-        out_description = provenance.describe_path(temp_table)
+        with files.WriteBehind(temp_table) as sink:  # hashed and flushed as it is written
+            if write is None:
+                tableio.write_table_to(table, fmt, sink)
+            else:
+                write(sink)
+            sha256 = sink.finish()
+        out_description = provenance.describe_path(temp_table, sha256=sha256)
         out_description["path"] = out
         audit = dict(audit)
         audit["writer"] = tableio.writer_settings(fmt)

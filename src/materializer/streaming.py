@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -262,7 +262,7 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
         table = attach(table, new)
         return table.filter(pa.array(keep)) if keep is not None else table
 
-    def write(target: Path) -> None:
+    def write(sink: BinaryIO) -> None:
         writer = None
         done = 0
         try:
@@ -270,16 +270,20 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
             for batch in read_ahead(batches):
                 table = attached(batch)
                 if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema,
+                    writer = pq.ParquetWriter(sink, table.schema,
                                               **tableio.parquet_options(table.schema))
                 writer.write_table(table)
                 done += batch.num_rows
-                progress.update(done)
+                if done < progress.total:
+                    progress.update(done)
             if writer is None:  # an empty table still gets its schema and new columns
-                tableio.write_table_to(attached(None), "parquet", target)
+                tableio.write_table_to(attached(None), "parquet", sink)
         finally:
             if writer is not None:
                 writer.close()
+        sink.flush()  # the last line only once the rows are written (or the error)
+        if progress.total:
+            progress.update(done)
 
     return publish.publish(pa.table({}), plan.out, plan.audit_json, audit, plan.run,
                            plan.hasher, plan.inputs, write=write)

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -458,18 +458,22 @@ def writer_settings(fmt: str) -> dict[str, Any]:
             else "json (sorted keys)"}
 
 
-def write_table_to(table: pa.Table, fmt: str, target: Path) -> None:
-    """Write ``table`` to ``target`` in ``fmt`` (no atomicity: see ``files.atomic_output``)."""
+def write_table_to(table: pa.Table, fmt: str, sink: BinaryIO) -> None:
+    """Write ``table`` in ``fmt`` to the binary file ``sink`` (no atomicity or flush:
+    see ``files.atomic_output`` and ``files.WriteBehind``)."""
     if fmt == "parquet":
-        pq.write_table(table, target, **parquet_options(table.schema))
-    elif fmt == "csv":
+        pq.write_table(table, sink, **parquet_options(table.schema))
+        return
+    if fmt == "csv":
         nested = next((f for f in table.schema if pa.types.is_nested(f.type)), None)
         if nested is not None:
             raise DataError(f"holds {nested.type} values, which a CSV cell cannot hold "
                             "without loss; write parquet, JSONL or JSON", column=nested.name)
+    text = io.TextIOWrapper(sink, encoding="utf-8", newline="\n")
+    if fmt == "csv":
         # Arrow-backed columns: nullable integers print as integers, floats round-trip.
-        table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(target, index=False,
+        table.to_pandas(types_mapper=pd.ArrowDtype).to_csv(text, index=False,
                                                            lineterminator="\n")
     else:
-        with open(target, "w", encoding="utf-8", newline="\n") as handle:
-            (_write_jsonl if fmt == "jsonl" else _write_json)(table, handle)
+        (_write_jsonl if fmt == "jsonl" else _write_json)(table, text)
+    text.detach()  # flushed; the sink stays open for its caller
