@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from materializer.errors import DataError, UsageError
 from materializer.options import enable, shown
+from materializer.tableio import string_buffers
 
 MOS_KEY_CANDIDATES = (
     "key", "clip_key", "clip_id", "video_id", "chug_video_id", "content_id", "clip_name",
@@ -181,16 +182,6 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _string_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A string array's byte bounds (``bounds[i]:bounds[i + 1]`` is string ``i``) and its
-    bytes, as NumPy views of the Arrow buffers."""
-    _, offsets, data = text.buffers()
-    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(text) + 1,
-                           offset=4 * text.offset).astype(np.int64)
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
-    return bounds, raw
-
-
 CHUNK = 1 << 20
 """Strings hashed or looked up in one NumPy step: a million keeps the temporaries of a
 step (a few arrays of eight bytes a string) in cache-sized pieces however long the
@@ -207,7 +198,7 @@ def text_hashes(text: pa.Array) -> np.ndarray:
 
 
 def _chunk_hashes(text: pa.Array) -> np.ndarray:
-    bounds, raw = _string_buffers(text)
+    bounds, raw = string_buffers(text)
     raw, bounds = raw[bounds[0]:bounds[-1]], bounds - bounds[0]
     padded = np.zeros(len(raw) + 8, dtype=np.uint8)
     padded[:len(raw)] = raw
@@ -469,7 +460,7 @@ def path_part(text: pa.Array, stem: bool) -> pa.Array:
     gathered into a new array in one pass. The rare column with a trailing separator
     takes the same rule on RE2 kernels."""
     text = text.cast(pa.string())
-    bounds, raw = _string_buffers(text)
+    bounds, raw = string_buffers(text)
     start, end = bounds[:-1], bounds[1:]
     separator = (raw == _SEPARATORS[0]) | (raw == _SEPARATORS[1])
     filled = end > start
