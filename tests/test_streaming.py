@@ -37,8 +37,8 @@ KEY_ARGS = {
 
 def run_mos(folder: Path, mode: str, *args: str, **env: str) -> Result:
     """Run the command in ``folder`` with the path forced to ``mode`` (never/always)."""
-    environ = dict(os.environ, MATERIALIZER_STREAM=mode, MATERIALIZER_BATCH_ROWS=BATCH_ROWS,
-                   **env)
+    environ = {**os.environ, "MATERIALIZER_STREAM": mode,
+               "MATERIALIZER_BATCH_ROWS": BATCH_ROWS, **env}
     command = Path(sys.executable).parent / "materialize-mos-labels"
     done = subprocess.run([str(command), *args], cwd=folder, env=environ,
                           capture_output=True, text=True, check=False)
@@ -319,3 +319,23 @@ def test_pass_two_gets_pass_ones_keys_whatever_its_batches(tmp_path: Path) -> No
                      for key in expected]
     assert got == expected == ["1.mp4", "1.mp4", None, "2.mp4", None, "1.mp4", "3.mp4",
                                "2.mp4", "3.mp4", "4.mp4"]
+
+
+def test_unmatched_label_keys_are_the_first_labels_no_row_has(tmp_path: Path) -> None:
+    """The audit's sample of unused labels comes from the lookups the join made: the
+    first five in label order, on either path, across batches."""
+    clips = [3, 1, 3, 5, 1, 11]
+    pq.write_table(pa.table({"path": [f"v/{c}.mp4" for c in clips],
+                             "x": np.arange(len(clips), dtype=np.float64)}),
+                   tmp_path / "f.parquet", row_group_size=2)
+    labels = [1, 9, 7, 3, 8, 5, 6, 2, 4]
+    pd.DataFrame({"key": [f"{c}.mp4" for c in labels], "mos": 3.0}).to_csv(
+        tmp_path / "l.csv", index=False)
+    for mode in ("never", "always"):
+        done = run_mos(tmp_path, mode, "--features", "f.parquet", "--labels", "l.csv",
+                       "--out", f"{mode}.parquet", "--audit-json", f"{mode}.json",
+                       "--feature-key-column", "path", "--label-key-column", "key",
+                       "--min-match-rate", "0", MATERIALIZER_BATCH_ROWS="2")
+        assert done.returncode == 0, done.stderr
+        audit = json.loads((tmp_path / f"{mode}.json").read_text())
+        assert audit["unmatched_label_keys"] == ["9.mp4", "7.mp4", "8.mp4", "6.mp4", "2.mp4"]

@@ -287,6 +287,14 @@ class KeyIndex:
             found = keys.found[self.name] = self.positions(keys.keys, keys.hashes)
         return found
 
+    def unfound(self, keys: KeyColumn) -> np.ndarray:
+        """Which indexed keys none of ``keys`` found (label rows or score records that
+        no feature row has), from the lookup the join made anyway."""
+        unfound = np.ones(len(self.keys), dtype=bool)
+        found = self.lookup(keys)
+        unfound[found[found >= 0]] = False
+        return unfound
+
     def positions(self, keys: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
         """Where each of ``keys`` is among the indexed keys, -1 where absent or null
         (``hashes``: their ``text_hashes``, if already made)."""

@@ -347,12 +347,9 @@ def gate(cov: Coverage, min_rate: float, file: str) -> None:
             file=file)
 
 
-def unmatched_label_keys(labels: LabelSet, positions: np.ndarray) -> list[str]:
-    """A few label keys (in label order) that no feature row has, given the label row
-    of every distinct feature key (``positions``, -1 for none)."""
-    used = np.zeros(labels.table.num_rows, dtype=bool)
-    used[positions[positions >= 0]] = True
-    unused = np.flatnonzero(~used)[:SAMPLE_SIZE]
+def unmatched_label_keys(labels: LabelSet, distinct: keymod.KeyColumn) -> list[str]:
+    """A few label keys (in label order) that none of the ``distinct`` feature keys has."""
+    unused = np.flatnonzero(labels.index.unfound(distinct))[:SAMPLE_SIZE]
     return labels.keys.take(pa.array(unused, type=pa.int64())).to_pylist()
 
 
@@ -419,7 +416,7 @@ class LabelJoin:
         self.coverage = coverage_of(uniques, positions >= 0, unkeyed_rows=tally.unkeyed,
                                     matched_rows=self.matched_rows, input_rows=tally.rows)
         gate(self.coverage, self.options.min_match_rate, self.features)
-        self.unmatched_labels = unmatched_label_keys(self.labels, positions)
+        self.unmatched_labels = unmatched_label_keys(self.labels, distinct)
 
     def columns(self, keys: keymod.KeyColumn) -> tuple[dict[str, pa.Array], None]:
         return label_columns(keys, self.labels, self.targets, self.options.status_column), None

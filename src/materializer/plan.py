@@ -64,11 +64,6 @@ class KeyTally:
         only = self._batches[0]
         return keymod.KeyColumn(np.arange(len(only.keys)), only.keys, only.hashes, only.found)
 
-    @property
-    def keys(self) -> pa.Array:
-        """Distinct keys (Arrow text) in order of first appearance, as in one pass."""
-        return self.distinct.keys
-
 
 Observed = Mapping[str, pa.Array | pa.ChunkedArray]
 """One slice of the observed feature columns, by name."""

@@ -453,11 +453,10 @@ class ScoreJoin:
             self.rows.add(keys, mos, scores)
 
     def gate(self, tally: Any) -> None:
-        present = tally.keys
+        distinct = tally.distinct
         for competitor in self.competitors:
             keys = competitor.records["key"]
-            unmatched = ~pc.is_in(competitor.keys, value_set=present) \
-                .to_numpy(zero_copy_only=False)
+            unmatched = competitor.index.unfound(distinct)
             found = competitor.rows["ok"] + competitor.rows["bad"]
             self.stats[competitor.name] = {
                 "bad_rows": competitor.rows["bad"],
