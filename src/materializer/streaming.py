@@ -37,7 +37,11 @@ BATCH_ENV = "MATERIALIZER_BATCH_ROWS"
 THRESHOLD_ENV = "MATERIALIZER_STREAM_THRESHOLD_BYTES"
 PROGRESS_ENV = "MATERIALIZER_PROGRESS_SECONDS"
 THRESHOLD_BYTES = 256 * 1024 * 1024
-DEFAULT_BATCH_ROWS = 1 << 20
+DEFAULT_BATCH_ROWS = 1 << 18
+"""Rows a record batch (and a row group of the output, as polars writes them): against
+2^20-row batches, a 10M-row per-frame join took 0.83x the time and half the memory
+(0.70 against 1.28 GiB) on the project's machine, mostly the kernel clearing fewer
+fresh pages."""
 PROGRESS_SECONDS = 10.0
 
 
