@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("source")
     parser.add_argument("target")
     parser.add_argument("--stream", action="store_true")
-    parser.add_argument("--batch-rows", type=int, default=1 << 18)
+    parser.add_argument("--batch-rows", type=int, default=1 << 20)
     args = parser.parse_args()
     if args.stream:
         copy_streaming(args.source, args.target, args.batch_rows)

@@ -7,9 +7,10 @@ both renamed into place. A failure at any step leaves no output and no audit beh
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
@@ -52,7 +53,7 @@ def publish(
     run: RunContext,
     hasher: InputHasher,
     inputs: Mapping[str, Any],
-    write: Callable[[BinaryIO], None] | None = None,
+    write: Callable[[io.RawIOBase], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``table`` (or call ``write``) and the audit atomically; return the audit.
 

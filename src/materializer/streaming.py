@@ -10,6 +10,7 @@ bounded by the batch size and the label or score table, not by the feature table
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -266,7 +267,7 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
         table = attach(table, new)
         return table.filter(pa.array(keep)) if keep is not None else table
 
-    def write(sink: BinaryIO) -> None:
+    def write(sink: io.RawIOBase) -> None:
         writer = None
         done = 0
         try:

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -504,7 +504,7 @@ def writer_settings(fmt: str) -> dict[str, Any]:
             else "json (sorted keys)"}
 
 
-def write_table_to(table: pa.Table, fmt: str, sink: BinaryIO) -> None:
+def write_table_to(table: pa.Table, fmt: str, sink: io.RawIOBase) -> None:
     """Write ``table`` in ``fmt`` to the binary file ``sink`` (no atomicity or flush:
     see ``files.atomic_output`` and ``files.WriteBehind``)."""
     if fmt == "parquet":
