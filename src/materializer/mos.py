@@ -174,9 +174,13 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
     else:
         mos, raw = values, (values - 1.0) * 25.0
     rows = np.flatnonzero(keyed)
-    picked = pa.array(label_keys.codes[rows])
-    labels = {"key": label_keys.keys.take(picked),
-              "key_hash": pa.array(label_keys.hashes).take(picked),
+    hashes = pa.array(label_keys.hashes)
+    if len(rows) == table.num_rows == len(label_keys.keys):  # a key a row, in row order
+        keys = label_keys.keys  # no copy of ten million keys to take them all
+    else:
+        picked = pa.array(label_keys.codes[rows])
+        keys, hashes = label_keys.keys.take(picked), hashes.take(picked)
+    labels = {"key": keys, "key_hash": hashes,
               "mos": pa.array(mos[rows]), RAW_COLUMN: pa.array(raw[rows]),
               "file": pa.array(np.full(len(rows), number, dtype=np.int32))}
     spread_rescaled = False

@@ -49,7 +49,7 @@ class KeyTally:
             return
         keys = pa.concat_arrays([b.keys for b in batches])
         codes, distinct, hashes = keymod.encode(keys, np.concatenate([b.hashes for b in batches]))
-        first = keymod.first_rows(codes)
+        first = slice(None) if len(distinct) == len(keys) else keymod.first_rows(codes)
         found = {name: np.concatenate([b.found[name] for b in batches])[first]
                  for name in set.intersection(*(set(b.found) for b in batches))}
         self._batches = [keymod.KeyColumn(np.arange(len(distinct)), distinct, hashes, found)]
