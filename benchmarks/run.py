@@ -167,14 +167,10 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int,
     stream = fmt == "parquet" and table.stat().st_size > THRESHOLD_BYTES
     floor = [sys.executable, str(HERE / "floor.py"), table.name, out.name]
 
-    def peer(engine: str) -> Callable[[], dict[str, Any]]:
-        argv = [sys.executable, str(HERE / "peers.py"), engine, "mos", table.name,
-                labels.name, out.name]
-        return lambda: measure(argv, DATA)
-
     cases: dict[str, Callable[[], dict[str, Any]]] = {
         "floor": lambda: measure(floor + (["--stream"] if stream else []), DATA),
-        "polars": peer("polars"), "duckdb": peer("duckdb"),
+        **{engine: peer(engine, "mos", table.name, labels.name, out.name)
+           for engine in ("polars", "duckdb")},
         "materializer": lambda: measure(mos_argv(table, labels, out), DATA),
     }
     print(f"{shape}, {rows} rows x {features} features, {fmt} "
@@ -185,6 +181,12 @@ def bench_peers(rows: int, features: int, shape: str, repeat: int,
     return {"rows": rows, "features": features, "shape": shape, "format": fmt,
             "streamed": stream, "input_mib": table.stat().st_size / 2**20, "results": found,
             "vs_best_peer": vs_best_peer(found)}
+
+
+def peer(engine: str, *args: str) -> Callable[[], dict[str, Any]]:
+    """One run of ``peers.py ENGINE ARGS...`` in the data folder."""
+    argv = [sys.executable, str(HERE / "peers.py"), engine, *args]
+    return lambda: measure(argv, DATA)
 
 
 def vs_best_peer(found: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -208,15 +210,11 @@ def bench_scores(rows: int, score_rows: int, features: int, repeat: int) -> dict
     out = DATA / "out.parquet"
     named = [f"{name}={path.name}" for name, path in scores.items()]
 
-    def peer(engine: str) -> Callable[[], dict[str, Any]]:
-        argv = [sys.executable, str(HERE / "peers.py"), engine, "scores", table.name,
-                out.name, *named]
-        return lambda: measure(argv, DATA)
-
     mine = [str(BIN / "materialize-second-opinion-features"), "--features", table.name,
             *(f"--scores={path.name}" for path in scores.values()), "--out", out.name,
             "--audit-json", out.name + ".json"]
-    cases = {"polars": peer("polars"), "duckdb": peer("duckdb"),
+    cases = {**{engine: peer(engine, "scores", table.name, out.name, *named)
+                for engine in ("polars", "duckdb")},
              "materializer": lambda: measure(mine, DATA)}
     print(f"second opinion, {rows} clips, two score files of {score_rows} rows:", flush=True)
     found = interleaved(cases, repeat)

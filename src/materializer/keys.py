@@ -406,9 +406,9 @@ class KeyNormalizer:
         texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
         batches = np.concatenate([b for _, _, _, b in self._firsts])
         self._folded = 1
-        codes = np.arange(len(keys)) if distinct else encode(keys, hashes)[0]
-        first = first_rows(codes)
-        if len(first) == len(codes):  # one entry, each key in it once
+        codes = None if distinct else encode(keys, hashes)[0]
+        first = None if codes is None else first_rows(codes)
+        if first is None or len(first) == len(codes):  # one entry, each key in it once
             self._firsts = [(keys, hashes, texts, batches)]
             return
         later = np.ones(len(codes), dtype=bool)
