@@ -194,6 +194,25 @@ def length_hashes(text: pa.Array) -> np.ndarray:
         .astype(np.uint64)
 
 
+@settings(max_examples=200, deadline=None)
+@given(known=st.lists(st.text(max_size=4), unique=True, min_size=1, max_size=40),
+       asked=st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=40))
+def test_keys_whose_hashes_share_a_bucket_find_their_own(known: list[str],
+                                                        asked: list) -> None:
+    """The index buckets hashes by their top bits: a lookup must walk its bucket to the
+    entry of its full hash, whatever its place there. Here each text's hash is its small
+    number in a list of every text, so all keys share bucket 0."""
+    numbers = {text: n for n, text in enumerate(sorted({*known, *filter(None, asked)}), 1)}
+
+    def small(text: pa.Array) -> np.ndarray:
+        return np.array([numbers.get(t, 0) for t in text.to_pylist()], dtype=np.uint64)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "text_hashes", small)
+        index = keys.KeyIndex(pa.array(known, type=pa.string()))
+        positions = index.positions(pa.array(asked, type=pa.string())).tolist()
+    assert positions == [known.index(a) if a in known else -1 for a in asked]
+
+
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(ENCODE_TEXT, max_size=40), skip=st.integers(0, 2))
 def test_encoding_on_hashes_equals_arrow(values: list, skip: int) -> None:

@@ -267,17 +267,36 @@ class KeyIndex:
     streamed batch, or every key a stream has seen.
 
     ``index_in`` hashes its whole value set on every call, seconds per batch for ten
-    million keys. Here the keys are hashed once (``text_hashes``) into a hash table of
-    integers; a lookup hashes only the keys it asks about, and every hit is checked
-    against the key's text, so a hash collision can never match two keys. Should two
-    indexed keys share a hash, lookups fall back to ``index_in``.
+    million keys, and pandas' hash table of integers takes 1.4 s to build for as many.
+    Here the keys' hashes (``text_hashes``) are sorted once, each carrying its key's
+    position in its low bits (NumPy sorts ten million integers in about 0.1 s), and
+    counted into buckets by their top bits: a lookup reads the few entries of its
+    bucket. A hit is checked by full hash and then by text, so a hash collision can
+    never match two keys. Should two indexed keys share a full hash, lookups fall back
+    to ``index_in``.
     """
 
     def __init__(self, keys: pa.Array, hashes: np.ndarray | None = None,
                  name: str = "keys") -> None:
         self.keys, self.name = keys, name
-        table = pd.Index((text_hashes(keys) if hashes is None else hashes).view(np.int64))
-        self._table = table if table.is_unique else None
+        self._hashes = text_hashes(keys) if hashes is None else hashes
+        self._low = np.uint64((1 << max(int(len(keys) - 1).bit_length(), 1)) - 1)
+        entries = np.sort((self._hashes & ~self._low)
+                          | np.arange(len(keys), dtype=np.uint64))
+        bits = max(int(len(keys)).bit_length() - 1, 1)  # one or two entries a bucket
+        self._shift = np.uint64(64 - bits)
+        counts = np.bincount((entries >> self._shift).astype(np.intp), minlength=1 << bits)
+        self._starts = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._starts[1:])
+        self._entries: np.ndarray | None = None if self._shares_a_hash(entries) else entries
+
+    def _shares_a_hash(self, entries: np.ndarray) -> bool:
+        """Whether two keys have one full hash: then they share the high bits too, so
+        only entries whose high bits repeat a neighbour's are compared."""
+        high = entries & ~self._low
+        shared = np.flatnonzero(high[1:] == high[:-1])
+        rows = (entries[np.union1d(shared, shared + 1)] & self._low).astype(np.intp)
+        return len(np.unique(self._hashes[rows])) < len(rows)
 
     def lookup(self, keys: KeyColumn) -> np.ndarray:
         """``positions`` of a key column's distinct keys, made once per key column (and
@@ -298,20 +317,33 @@ class KeyIndex:
     def positions(self, keys: pa.Array, hashes: np.ndarray | None = None) -> np.ndarray:
         """Where each of ``keys`` is among the indexed keys, -1 where absent or null
         (``hashes``: their ``text_hashes``, if already made)."""
-        table = self._table
-        if table is None:
+        entries = self._entries
+        if entries is None:
             return positions_in(keys, self.keys)
         if hashes is None:
             hashes = text_hashes(keys)
-        return np.concatenate([self._chunk(table, keys.slice(at, CHUNK), hashes[at:at + CHUNK])
+        return np.concatenate([self._chunk(entries, keys.slice(at, CHUNK), hashes[at:at + CHUNK])
                                for at in range(0, len(keys), CHUNK)] or [np.empty(0, np.intp)])
 
-    def _chunk(self, table: pd.Index, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
-        at = table.get_indexer(hashes.view(np.int64)).astype(np.intp)
-        hit = np.flatnonzero(at >= 0)
-        same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(at[hit])))
-        at[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
-        return at
+    def _chunk(self, entries: np.ndarray, keys: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        """One piece: each hash against the entries of its bucket in turn (a step per
+        entry, for the hashes still unfound), then every hit by text."""
+        bucket = (hashes >> self._shift).astype(np.intp)
+        at, end = self._starts[bucket], self._starts[bucket + 1]
+        found = np.full(len(hashes), -1, dtype=np.intp)
+        asking = np.flatnonzero(end > at)
+        at = at[asking]
+        while len(asking):
+            rows = (entries[at] & self._low).astype(np.intp)
+            hit = self._hashes[rows] == hashes[asking]
+            found[asking[hit]] = rows[hit]
+            at += 1
+            going = ~hit & (at < end[asking])
+            asking, at = asking[going], at[going]
+        hit = np.flatnonzero(found >= 0)
+        same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(found[hit])))
+        found[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
+        return found
 
 
 Prepared = tuple[KeyColumn, tuple[pa.Array, tuple[np.ndarray, pa.Array, np.ndarray]] | None]
