@@ -112,6 +112,24 @@ def test_tables_of_every_shape_count_like_pandas(tmp_path: Path, mos, monkeypatc
     assert ("streamed" in audit) is (stream == "always")
 
 
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(st.one_of(st.none(), st.sampled_from(
+    ["a/1.mp4", "b/1.mp4", "a/2.mp4", " a/2.mp4", "", "c/2.MP4", "x/é.mp4", "y/é.mp4"])),
+    max_size=40), rows=st.integers(1, 7), mode=st.sampled_from(["basename", "stem"]),
+    fold_batches=st.sampled_from([1, 2, 64]))
+def test_a_stream_finds_the_merges_and_first_example_of_one_piece(
+        texts: list, rows: int, mode: str, fold_batches: int) -> None:
+    """The same column in batches of any size (a stream) or in one piece (in memory):
+    the same merged keys, and the same first merge in row order for the error."""
+    stream, piece = keys.KeyNormalizer("path", mode, None), keys.KeyNormalizer("path", mode, None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(keys, "FOLD_BATCHES", fold_batches)
+        for at in range(0, len(texts), rows):
+            stream(pa.array(texts[at:at + rows], type=pa.string()))
+        piece(pa.array(texts, type=pa.string()))
+        assert (stream.merged, stream.example) == (piece.merged, piece.example)
+
+
 @pytest.mark.parametrize("fold_batches", [1, 3, 64])
 def test_merges_are_found_across_many_batches_however_they_fold(monkeypatch,
                                                                  fold_batches: int) -> None:

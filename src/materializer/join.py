@@ -92,19 +92,9 @@ def _in_memory(plan: Plan, core: Core, table: pa.Table | None = None) -> dict[st
                                    text_columns=[core.key_column],
                                    csv_types=files.table_format(plan.out) != "csv")
     normalizer = plan.normalizer(core)
-    observed = core.observed_columns(table.column_names)
-    rows = streaming.batch_rows()
-    slices = [table.slice(at, rows) for at in range(0, max(table.num_rows, 1), rows)]
-
-    def prepared(part: pa.Table) -> tuple[keymod.Prepared, dict[str, pa.ChunkedArray]]:
-        return normalizer.prepare(part.column(core.key_column)), \
-            {c: part.column(c) for c in observed}
-
-    # As the stream does: slices normalised on two threads, kept in order.
-    batches = [(normalizer.keep(keys), values)
-               for keys, values in streaming.mapped_ahead(prepared, iter(slices))]
-    audit = gated_audit(plan, core, normalizer, batches)
-    keys = streaming.joined([keys for keys, _ in batches])
+    keys = normalizer(table.column(core.key_column))
+    observed = {c: table.column(c) for c in core.observed_columns(table.column_names)}
+    audit = gated_audit(plan, core, normalizer, [(keys, observed)])
     new, keep = core.columns(keys)
     joined = attach(table, new)
     if keep is not None:

@@ -365,13 +365,13 @@ class KeyNormalizer:
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
         # Per batch so far (folded now and then): its path-normalised keys, their hashes,
-        # the first text of each, and the batch each first came in.
+        # the first text of each, and where that came (``_place``).
         self._firsts: list[tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]] = []
         self._folded = 0  # entries of ``_firsts`` known to share no key
         self._batches = 0
         self._merged: set[str] = set()
-        # The first merge of each kind found: (batch, 0 within it / 1 across, texts, key).
-        self._examples: list[tuple[int, int, str, str, str]] = []
+        # The first merge each check found: (its place, the two texts, the key).
+        self._examples: list[tuple[int, str, str, str]] = []
 
     def __call__(self, values: pd.Series | pa.ChunkedArray | pa.Array) -> KeyColumn:
         return self.keep(self.prepare(values))
@@ -414,10 +414,10 @@ class KeyNormalizer:
         rows = np.flatnonzero(codes >= 0)
         repeats = rows[first[codes[rows]] != rows]
         if len(repeats):  # texts that share a key with an earlier text of this batch
-            self._clash(self._batches, 0, text.take(pa.array(first[codes[repeats]])),
+            self._clash(self._place(repeats), text.take(pa.array(first[codes[repeats]])),
                         text.take(pa.array(repeats)))
         self._firsts.append((keys, hashes, text.take(pa.array(first, type=pa.int64())),
-                             np.full(len(first), self._batches, dtype=np.int32)))
+                             self._place(first)))
         self._batches += 1
         if len(self._firsts) > FOLD_BATCHES:
             self._fold()
@@ -436,33 +436,38 @@ class KeyNormalizer:
             return
         keys = pa.concat_arrays([k for k, _, _, _ in self._firsts])
         texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
-        batches = np.concatenate([b for _, _, _, b in self._firsts])
+        places = np.concatenate([p for _, _, _, p in self._firsts])
         self._folded = 1
         codes = None if distinct else encode(keys, hashes)[0]
         first = None if codes is None else first_rows(codes)
         if first is None or len(first) == len(codes):  # one entry, each key in it once
-            self._firsts = [(keys, hashes, texts, batches)]
+            self._firsts = [(keys, hashes, texts, places)]
             return
         later = np.ones(len(codes), dtype=bool)
         later[first] = False
         later = np.flatnonzero(later)
-        self._clash(batches[later], 1, texts.take(pa.array(first[codes[later]])),
+        self._clash(places[later], texts.take(pa.array(first[codes[later]])),
                     texts.take(pa.array(later)))
         picked = pa.array(first)
-        self._firsts = [(keys.take(picked), hashes[first], texts.take(picked), batches[first])]
+        self._firsts = [(keys.take(picked), hashes[first], texts.take(picked), places[first])]
 
-    def _clash(self, batch: int | np.ndarray, kind: int, owner: pa.Array,
-               mine: pa.Array) -> None:
+    def _place(self, texts: np.ndarray) -> np.ndarray:
+        """Where texts of this batch came in the stream, in order: the batch, then the
+        text's place among the batch's distinct texts (which keep the rows' order)."""
+        return (np.int64(self._batches) << np.int64(32)) | texts.astype(np.int64)
+
+    def _clash(self, places: np.ndarray, owner: pa.Array, mine: pa.Array) -> None:
         """Record raw texts (``mine``) that differ from the earlier text (``owner``) of
-        their key; ``batch`` is where each of ``mine`` came (or one batch for all)."""
+        their key; ``places``: where each of ``mine`` came."""
         differ = pc.fill_null(pc.not_equal(owner, mine), False)
         owner, mine = owner.filter(differ), mine.filter(differ)
         if len(owner):
             merged = self._path_mode(mine).to_pylist()
             self._merged.update(merged)
-            first = int(np.asarray(batch)[differ.to_numpy(zero_copy_only=False)][0]) \
-                if np.ndim(batch) else batch
-            self._examples.append((first, kind, owner[0].as_py(), mine[0].as_py(), merged[0]))
+            places = places[differ.to_numpy(zero_copy_only=False)]
+            at = int(np.argmin(places))
+            self._examples.append((int(places[at]), owner[at].as_py(), mine[at].as_py(),
+                                   merged[at]))
 
     @property
     def merged(self) -> set[str]:
@@ -474,7 +479,7 @@ class KeyNormalizer:
     def example(self) -> tuple[str, str, str] | None:
         """The first merge in stream order: two texts and the key both became."""
         self._fold()
-        return min(self._examples)[2:] if self._examples else None
+        return min(self._examples)[1:] if self._examples else None
 
     def refuse_merges(self, allow: bool, file: str) -> None:
         """Fail on the first two raw keys that became one, unless merging is allowed."""

@@ -58,7 +58,7 @@ def should_stream(path: Path, features: str, out: str) -> bool:
     return mode == "always" or path.stat().st_size > threshold
 
 
-def batch_rows() -> int:
+def _batch_rows() -> int:
     return max(1, int(os.environ.get(BATCH_ENV, DEFAULT_BATCH_ROWS)))
 
 
@@ -149,7 +149,7 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
                           if _repeats_keys(path, plan.features, core.key_column) else None)
     observed = core.observed_columns(reader.schema_arrow.names)
     columns = list(dict.fromkeys([core.key_column, *observed]))
-    batches = read_batches(reader, path, plan.features, batch_size=batch_rows(),
+    batches = read_batches(reader, path, plan.features, batch_size=_batch_rows(),
                            columns=columns)
     def prepared(batch: pa.RecordBatch) -> tuple[keymod.Prepared, Observed]:
         return (normalize.prepare(batch.column(core.key_column)),
@@ -228,7 +228,7 @@ class KeySpill:
             self._pending = keymod.KeyColumn(part.codes[need:], part.keys, part.hashes,
                                              part.found)
             have += need
-        return joined(parts)
+        return _joined(parts)
 
     def close(self) -> None:
         for file in self._files:
@@ -243,7 +243,7 @@ def _key_column(rows: pa.RecordBatch, per_key: pa.RecordBatch) -> keymod.KeyColu
                             per_key.column("hash").to_numpy(), found)
 
 
-def joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
+def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
     """Key columns one after the other (their keys appended: a key may then repeat)."""
     if len(parts) == 1:
         return parts[0]
@@ -277,7 +277,7 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
     audit = gated_audit(plan, core, normalize,
                         spill.keeping(_key_batches(plan, core, normalize)))
     del normalize  # the merge check's keys (a text per clip): pass two has no use for them
-    audit["streamed"] = {"batch_rows": batch_rows()}
+    audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
     progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
 
@@ -293,7 +293,7 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
         writer = None
         done = 0
         try:
-            batches = read_batches(reader, path, plan.features, batch_size=batch_rows())
+            batches = read_batches(reader, path, plan.features, batch_size=_batch_rows())
             for batch in read_ahead(batches):
                 table = attached(batch)
                 if writer is None:
