@@ -341,7 +341,8 @@ class KeyIndex:
             going = ~hit & (at < end[asking])
             asking, at = asking[going], at[going]
         hit = np.flatnonzero(found >= 0)
-        same = pc.equal(keys.take(pa.array(hit)), self.keys.take(pa.array(found[hit])))
+        asked = keys if len(hit) == len(keys) else keys.take(pa.array(hit))  # all: as they are
+        same = pc.equal(asked, self.keys.take(pa.array(found[hit])))
         found[hit[~pc.fill_null(same, False).to_numpy(zero_copy_only=False)]] = -1
         return found
 
