@@ -38,11 +38,18 @@ def both(path: Path) -> tuple[list | None, list | str]:
 
 @settings(max_examples=1500, deadline=None)
 @given(rows=st.lists(st.lists(FIELD, min_size=2, max_size=3), min_size=1, max_size=6),
-       ending=st.sampled_from(["\n", "\r\n", ""]))
-def test_arrow_reads_the_cells_pandas_reads_or_none(tmp_path_factory, rows, ending) -> None:
+       ending=st.sampled_from(["\n", "\r\n", ""]), block=st.integers(1, 7))
+def test_arrow_reads_the_cells_pandas_reads_or_none(tmp_path_factory, rows, ending,
+                                                    block: int) -> None:
+    """On any file; and the file's quoting is told alike in blocks of any size (a quote
+    or a carriage return at a block's edge looks into the blocks on either side)."""
     path = tmp_path_factory.mktemp("csv") / "t.csv"
     path.write_text("k,v\n" + "\n".join(",".join(row) for row in rows) + ending,
                     encoding="utf-8")
+    whole = tableio._quoting(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tableio, "_BLOCK", block)
+        assert tableio._quoting(path) == whole
     try:
         fast, slow = both(path)
     except MaterializeError:

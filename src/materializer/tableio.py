@@ -163,19 +163,22 @@ def _quoting(path: Path) -> Literal["none", "fields", "other"]:
     positions, before, after = [], [], []
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        offset, previous = 0, b"\n"  # the file starts a field
+        offset, previous = 0, ord("\n")  # the file starts a field
         block = handle.read(_BLOCK)
         while block:
             following = handle.read(_BLOCK)
-            window = np.frombuffer(previous + block + (following[:1] or b"\0"), np.uint8)
-            returns = np.flatnonzero(window[1:-1] == ord("\r")) + 1
-            if (window[returns + 1] != ord("\n")).any():
-                return "other"
-            at = np.flatnonzero(window[1:-1] == ord('"')) + 1
-            positions.append(at - 1 + offset)
-            before.append(window[at - 1])
-            after.append(window[at + 1])
-            offset, previous, block = offset + len(block), block[-1:], following
+            raw, last = np.frombuffer(block, np.uint8), len(block) - 1
+            beyond = following[0] if following else 0
+            if b"\r" in block:  # found by memchr; NumPy only for a block that has one
+                returns = np.flatnonzero(raw == ord("\r"))
+                if (np.where(returns < last, raw[np.minimum(returns + 1, last)], beyond)
+                        != ord("\n")).any():
+                    return "other"
+            at = np.flatnonzero(raw == ord('"'))
+            positions.append(at + offset)
+            before.append(np.where(at > 0, raw[np.maximum(at - 1, 0)], previous))
+            after.append(np.where(at < last, raw[np.minimum(at + 1, last)], beyond))
+            offset, previous, block = offset + len(block), block[-1], following
     quotes = np.concatenate(positions) if positions else np.empty(0, np.int64)
     if not len(quotes):
         return "none"
