@@ -151,6 +151,7 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
     columns = list(dict.fromkeys([core.key_column, *observed]))
     batches = read_batches(reader, path, plan.features, batch_size=_batch_rows(),
                            columns=columns)
+
     def prepared(batch: pa.RecordBatch) -> tuple[keymod.Prepared, Observed]:
         return (normalize.prepare(batch.column(core.key_column)),
                 {name: batch.column(name) for name in observed})
