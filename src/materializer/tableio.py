@@ -167,17 +167,16 @@ def _quoting(path: Path) -> Literal["none", "fields", "other"]:
         block = handle.read(_BLOCK)
         while block:
             following = handle.read(_BLOCK)
-            raw, last = np.frombuffer(block, np.uint8), len(block) - 1
+            raw = np.frombuffer(block, np.uint8)
             beyond = following[0] if following else 0
             if b"\r" in block:  # found by memchr; NumPy only for a block that has one
                 returns = np.flatnonzero(raw == ord("\r"))
-                if (np.where(returns < last, raw[np.minimum(returns + 1, last)], beyond)
-                        != ord("\n")).any():
+                if (_bytes_at(raw, returns + 1, beyond) != ord("\n")).any():
                     return "other"
             at = np.flatnonzero(raw == ord('"'))
             positions.append(at + offset)
-            before.append(np.where(at > 0, raw[np.maximum(at - 1, 0)], previous))
-            after.append(np.where(at < last, raw[np.minimum(at + 1, last)], beyond))
+            before.append(_bytes_at(raw, at - 1, previous))
+            after.append(_bytes_at(raw, at + 1, beyond))
             offset, previous, block = offset + len(block), block[-1], following
     quotes = np.concatenate(positions) if positions else np.empty(0, np.int64)
     if not len(quotes):
@@ -190,6 +189,12 @@ def _quoting(path: Path) -> Literal["none", "fields", "other"]:
     closing = np.isin(np.concatenate(after)[1::2], _FIELD_EDGES) | paired[2::2] \
         | (quotes[1::2] == size - 1)
     return "fields" if opening.all() and closing.all() else "other"
+
+
+def _bytes_at(raw: np.ndarray, at: np.ndarray, outside: int) -> np.ndarray:
+    """The byte at each of ``at`` in a block, ``outside`` (the neighbouring block's byte)
+    where ``at`` falls just before or after it."""
+    return np.where((at >= 0) & (at < len(raw)), raw[np.clip(at, 0, len(raw) - 1)], outside)
 
 
 def csv_text_by_pandas(path: Path, written: str) -> list[pa.ChunkedArray]:
