@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from materializer.allocator import use_jemalloc
 from materializer.errors import MaterializeError
 from materializer.kinds import KINDS, MOS, SECOND_OPINION, Kind
 from materializer.options import named_as_flags
@@ -121,6 +122,7 @@ def main(kind: Kind, argv: Sequence[str] | None = None) -> int:
     args = parser(kind).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"{kind.command}: %(message)s",
                         stream=sys.stderr)
+    use_jemalloc()
     try:
         with named_as_flags():
             run = RunContext(sys.argv[0], argv=argv, args=vars(args))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from materializer import paths
+from materializer.allocator import use_jemalloc
 from materializer.errors import MaterializeError
 from materializer.kinds import KINDS
 from materializer.manifest import Manifest, Table
@@ -141,6 +142,7 @@ def run_table(
     """
     spec = json.loads(spec_json)
     inputs, outputs = spec_paths(spec)
+    use_jemalloc()
     Path(status).unlink(missing_ok=True)
     remove_stale_temporaries(outputs, base_dir)
     Path(log).parent.mkdir(parents=True, exist_ok=True)

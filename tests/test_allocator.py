@@ -1,0 +1,64 @@
+"""A join process takes Arrow's buffers from jemalloc, unless the user names a pool."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from conftest import TEST_DATA
+
+# The command's main, then the pool Arrow allocated from, on stdout.
+RUN_AND_SAY_POOL = (
+    "import sys, pyarrow as pa; from materializer.cli import mos_labels_main; "
+    "code = mos_labels_main(sys.argv[1:]); print(pa.default_memory_pool().backend_name); "
+    "sys.exit(code)"
+)
+
+
+def _has_jemalloc() -> bool:
+    try:
+        pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _join(tmp_path: Path, out: str, pool: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env |= {"MATERIALIZER_STREAM": "always", "MATERIALIZER_BATCH_ROWS": "100"}
+    if pool:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_SAY_POOL, "--features", "f.parquet",
+         "--labels", str(TEST_DATA / "KONVID_1K_metadata.csv"), "--out", out,
+         "--audit-json", out + ".json", "--feature-key-column", "path",
+         "--label-key-column", "flickr_id", "--feature-key-regex", r"([0-9]{6,})\.mp4$"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("pool", ["system", "mimalloc"])
+def test_the_command_uses_jemalloc_unless_a_pool_is_named(tmp_path: Path, pool: str) -> None:
+    labels = pcsv.read_csv(TEST_DATA / "KONVID_1K_metadata.csv",
+                           convert_options=pcsv.ConvertOptions(
+                               column_types={"flickr_id": pa.string()}))
+    ids = labels.column("flickr_id")
+    paths = pc.binary_join_element_wise("KoNViD_1k_videos/", ids, ".mp4", "")
+    pq.write_table(pa.table({"path": paths, "frames": labels.column("nb_frames")}),
+                   tmp_path / "f.parquet")
+
+    chosen = _join(tmp_path, "default.parquet", None)
+    named = _join(tmp_path, "named.parquet", pool)
+
+    assert chosen == ("jemalloc" if _has_jemalloc() else pa.default_memory_pool().backend_name)
+    assert named == pool
+    assert (tmp_path / "default.parquet").read_bytes() == (tmp_path / "named.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "default.parquet").column("mos").null_count == 0
