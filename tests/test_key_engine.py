@@ -277,3 +277,16 @@ def test_batches_that_share_no_key_fold_later_without_losing_a_merge(monkeypatch
     normalizer(pa.array(["b/1-4.mp4"]))
     assert normalizer.merged == {"1-4.mp4"}
     assert normalizer.example == ("a/1-4.mp4", "b/1-4.mp4", "1-4.mp4")
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1),
+                                 st.integers(2**53 - 2, 2**53 + 2)), max_size=30))
+def test_an_integer_key_is_its_digits_whatever_sits_beside_it(values: list) -> None:
+    """A clip id of an integer column is the same key in a batch with a null as in one
+    without: its digits, never a float's text (``2**53 + 1`` has no float)."""
+    expected = [None if v is None else str(v) for v in values]
+    assert keys.as_text(pa.array(values, type=pa.int64())).to_pylist() == expected
+    present = [v for v in values if v is not None]
+    assert keys.as_text(pa.array(present, type=pa.int64())).to_pylist() == \
+        [str(v) for v in present]

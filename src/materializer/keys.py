@@ -73,16 +73,19 @@ def as_text(values: pd.Series | pa.ChunkedArray | pa.Array) -> pa.Array:
 
     A float prints without ``.0`` when it is a whole number (``101.0`` is ``101``, as
     the integer column it was before a null made it float) and as its shortest repr
-    otherwise. The rule looks at each value alone, never at its neighbours, so a value
-    has one text whichever batch or table it sits in. Text is trimmed and put in
-    Unicode NFC (a macOS NFD file name matches the same name typed elsewhere), with
-    Arrow's string kernels, column-wide.
+    otherwise; an integer column's value prints its digits (never through a float, which
+    a null in a pandas column would make it). The rule looks at each value alone, never
+    at its neighbours, so a value has one text whichever batch or table it sits in.
+    Text is trimmed and put in Unicode NFC (a macOS NFD file name matches the same name
+    typed elsewhere), with Arrow's string kernels, column-wide.
     """
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     if isinstance(values, pa.Array) and (pa.types.is_string(values.type)
                                          or pa.types.is_large_string(values.type)):
         return _blank_to_null(_nfc(pc.utf8_trim_whitespace(values.cast(pa.string()))))
+    if isinstance(values, pa.Array) and pa.types.is_integer(values.type):
+        return pc.cast(values, pa.string())  # its digits, with or without nulls beside it
     series = values if isinstance(values, pd.Series) else values.to_pandas()
     series = series.reset_index(drop=True)
     if pd.api.types.is_float_dtype(series.dtype):
@@ -237,22 +240,22 @@ def encode(text: pa.Array, hashes: np.ndarray | None = None) \
         codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = np.arange(len(rows))
         return codes, text.filter(pa.array(valid)), present
-    found, uniques = pd.factorize(present.view(np.int64))
+    found, numbered = _numbered(pa.array(present))
+    uniques = numbered.to_numpy()
     first = first_rows(found)
     if len(first) < len(found):
         repeats = np.flatnonzero(first[found] != np.arange(len(found)))
         same = pc.equal(text.take(pa.array(rows[repeats])),
                         text.take(pa.array(rows[first[found[repeats]]])))
         if not pc.all(same).as_py():
-            encoded = pc.dictionary_encode(text)
-            codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
-            return codes.astype(np.intp), encoded.dictionary, text_hashes(encoded.dictionary)
+            codes, keys = _numbered(text)
+            return codes, keys, text_hashes(keys)
     if valid is None:
         codes = found.astype(np.intp, copy=False)
     else:
         codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = found
-    return codes, text.take(pa.array(rows[first])), uniques.view(np.uint64)
+    return codes, text.take(pa.array(rows[first])), uniques
 
 
 def _distinct(hashes: np.ndarray) -> bool:
@@ -586,11 +589,17 @@ def _factorize(values: pd.Series | pa.ChunkedArray | pa.Array) \
         # Number the entries the rows use, in order of first use: one hash pass over
         # integers. Duplicate entries (a dictionary may hold some) are not merged here;
         # they become one key when the normalised keys are encoded.
-        codes, used = pd.factorize(values.indices.to_numpy(zero_copy_only=False))
-        return codes.astype(np.intp, copy=False), \
-            values.dictionary.take(pa.array(used.astype(np.int64)))
+        codes, used = _numbered(values.indices)
+        return codes, values.dictionary.take(used)
     if mostly_distinct(values):  # one row per clip: hashing would find nothing to share
         return None, values
+    return _numbered(values)
+
+
+def _numbered(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Each row's number among the distinct values, in order of first appearance (-1 for
+    null), and those values, by Arrow's hash kernel: 0.6 to 0.7x the time of pandas'
+    factorize on ten million 64-bit hashes."""
     encoded = pc.dictionary_encode(values)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
     return codes.astype(np.intp, copy=False), encoded.dictionary

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -81,7 +80,7 @@ class LabelSet:
         return self.index.lookup(keys)
 
 
-def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
+def _scale_of(column: str, values: np.ndarray, requested: str, file: str) -> str:
     """Decide the scale of one label column (never per row).
 
     ``auto`` is 0-100 only when at least half the values lie above 5 and 1-5 when none
@@ -100,7 +99,7 @@ def _scale_of(column: str, values: pd.Series, requested: str, file: str) -> str:
         return "1-5"
     if 2 * above >= len(values):
         return "0-100"
-    first = float(values[values > 5].iloc[0])
+    first = float(values[values > 5][0])
     raise DataError(f"cannot tell the MOS scale: {above} of {len(values)} values are above 5 "
                     f"(first {first!r}), the rest within 1-5; {ask_for('mos_scale')} to 1-5 "
                     "or 0-100", file=file, column=column)
@@ -160,7 +159,7 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
     normalizer.refuse_merges(options.allow_key_merge, written)
     values = _numeric_labels(table, mos_column, label_keys, written)
     keyed = ~label_keys.unkeyed
-    scale = _scale_of(mos_column, pd.Series(values[keyed]), options.mos_scale, written)
+    scale = _scale_of(mos_column, values[keyed], options.mos_scale, written)
     low, high = options.mos_bounds or ((0.0, 100.0) if scale == "0-100" else (1.0, 5.0))
     off = keyed & ((values < low) | (values > high))
     if off.any():
