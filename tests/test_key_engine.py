@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from materializer import keys
+from materializer.errors import DataError
 
 REGEXES = [
     r"([0-9]+)", r"^(.*?)(?:NEW)?$", r"([0-9]{3})?x", r"[a-z]+", r"(\d+)_(\w+)", r"(?i)new",
@@ -266,10 +267,13 @@ def test_a_colliding_hash_neither_merges_keys_nor_hides_a_merge(monkeypatch) -> 
     assert normalizer.example == ("a/xyz", "b/xyz", "xyz")
 
 
-def test_batches_that_share_no_key_fold_later_without_losing_a_merge(monkeypatch) -> None:
-    """One row per clip: the end-of-stream check sees distinct hashes and keeps the
-    batches as they are; a merge in a batch after that is still found."""
-    monkeypatch.setattr(keys, "FOLD_BATCHES", 64)
+@pytest.mark.parametrize("fold_batches", [1, 2, 64])
+def test_batches_that_share_no_key_fold_later_without_losing_a_merge(
+        monkeypatch, fold_batches: int) -> None:
+    """One row per clip: every check sees distinct hashes and keeps the batches as they
+    are (a copy of them all would double the check's memory); a merge in a batch after
+    that is still found, and the end of the check lets the batches go."""
+    monkeypatch.setattr(keys, "FOLD_BATCHES", fold_batches)
     normalizer = keys.KeyNormalizer("path", "basename", None)
     for batch in range(3):
         normalizer(pa.array([f"a/{batch}-{i}.mp4" for i in range(5)]))
@@ -277,6 +281,10 @@ def test_batches_that_share_no_key_fold_later_without_losing_a_merge(monkeypatch
     normalizer(pa.array(["b/1-4.mp4"]))
     assert normalizer.merged == {"1-4.mp4"}
     assert normalizer.example == ("a/1-4.mp4", "b/1-4.mp4", "1-4.mp4")
+    normalizer.refuse_merges(True, "f.parquet")
+    assert normalizer._firsts == [] and normalizer.merged == {"1-4.mp4"}
+    with pytest.raises(DataError, match="'a/1-4.mp4' and 'b/1-4.mp4' both become"):
+        normalizer.refuse_merges(False, "f.parquet")
 
 
 @settings(max_examples=200, deadline=None)

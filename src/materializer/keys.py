@@ -423,7 +423,7 @@ class KeyNormalizer:
         self._firsts.append((keys, hashes, text.take(pa.array(first, type=pa.int64())),
                              self._place(first)))
         self._batches += 1
-        if len(self._firsts) > FOLD_BATCHES:
+        if len(self._firsts) - self._folded > FOLD_BATCHES:
             self._fold()
 
     def _fold(self) -> None:
@@ -434,17 +434,16 @@ class KeyNormalizer:
         if len(self._firsts) < 2 or self._folded == len(self._firsts):
             return
         hashes = np.concatenate([h for _, h, _, _ in self._firsts])
-        distinct = _distinct(hashes)  # no key in two batches: nothing to compare or drop
         self._folded = len(self._firsts)
-        if distinct and len(self._firsts) <= FOLD_BATCHES:
+        if _distinct(hashes):  # no key in two batches: nothing to compare or drop
             return
         keys = pa.concat_arrays([k for k, _, _, _ in self._firsts])
         texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
         places = np.concatenate([p for _, _, _, p in self._firsts])
         self._folded = 1
-        codes = None if distinct else encode(keys, hashes)[0]
-        first = None if codes is None else first_rows(codes)
-        if first is None or len(first) == len(codes):  # one entry, each key in it once
+        codes = encode(keys, hashes)[0]
+        first = first_rows(codes)
+        if len(first) == len(codes):  # one entry, each key in it once
             self._firsts = [(keys, hashes, texts, places)]
             return
         later = np.ones(len(codes), dtype=bool)
@@ -486,10 +485,16 @@ class KeyNormalizer:
         return min(self._examples)[1:] if self._examples else None
 
     def refuse_merges(self, allow: bool, file: str) -> None:
-        """Fail on the first two raw keys that became one, unless merging is allowed."""
-        if self.example is None or allow:
+        """Fail on the first two raw keys that became one, unless merging is allowed.
+
+        This ends the check, after the table's last batch: what it kept of each clip
+        (its path key and hash, first text and place: about 70 bytes for a KoNViD path)
+        is let go before the gate and the write; ``merged`` stays as found."""
+        example = self.example
+        self._firsts, self._folded = [], 0
+        if example is None or allow:
             return
-        first, second, key = self.example
+        first, second, key = example
         raise DataError(
             f"keys {first!r} and {second!r} both become {key!r} under key_normalize "
             f"{self.mode}, so two clips would share one label; use {shown('key_normalize')} "
