@@ -111,7 +111,12 @@ def _nfc(text: pa.Array) -> pa.Array:
 
 
 def _blank_to_null(text: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(pc.utf8_length(text), 0), pa.scalar(None, pa.string()), text)
+    """Empty strings as nulls; ``text`` itself when it has none (the byte lengths come
+    from the offsets alone: a tenth of a copy of the column)."""
+    blank = pc.equal(pc.binary_length(text), 0)
+    if not pc.any(blank).as_py():
+        return text
+    return pc.if_else(blank, pa.scalar(None, pa.string()), text)
 
 
 @dataclass(frozen=True)

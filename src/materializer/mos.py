@@ -172,21 +172,27 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
         mos, raw = 1.0 + 4.0 * values / 100.0, values
     else:
         mos, raw = values, (values - 1.0) * 25.0
-    rows = np.flatnonzero(keyed)
+    # The keyed rows; None when that is every row (no copy of ten million values).
+    rows = None if keyed.all() else np.flatnonzero(keyed)
+
+    def kept(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    count = table.num_rows if rows is None else len(rows)
     hashes = pa.array(label_keys.hashes)
-    if len(rows) == table.num_rows == len(label_keys.keys):  # a key a row, in row order
-        keys = label_keys.keys  # no copy of ten million keys to take them all
+    if count == table.num_rows == len(label_keys.keys):  # a key a row, in row order
+        keys = label_keys.keys  # no take of ten million keys
     else:
-        picked = pa.array(label_keys.codes[rows])
+        picked = pa.array(kept(label_keys.codes))
         keys, hashes = label_keys.keys.take(picked), hashes.take(picked)
     labels = {"key": keys, "key_hash": hashes,
-              "mos": pa.array(mos[rows]), RAW_COLUMN: pa.array(raw[rows]),
-              "file": pa.array(np.full(len(rows), number, dtype=np.int32))}
+              "mos": pa.array(kept(mos)), RAW_COLUMN: pa.array(kept(raw)),
+              "file": pa.array(np.full(count, number, dtype=np.int32))}
     spread_rescaled = False
     for target, candidates in LABEL_EXTRAS.items():
         found = keymod.find_column(columns, candidates)
         if found is not None:
-            spread = _spread_numbers(table, found, label_keys, written)[rows]
+            spread = kept(_spread_numbers(table, found, label_keys, written))
             if target == "mos_std_dev" and scale == "0-100":
                 # A spread is in the units of its MOS: 1-5 MOS, 1-5 spread (x 4/100).
                 spread = spread * 4.0 / 100.0
@@ -195,10 +201,11 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
     for name in FEATURE_OWNED_EXTRAS:
         found = keymod.find_column(columns, (name,))
         if found is not None:
-            labels[name] = table.column(found).take(pa.array(rows))
+            column = table.column(found)
+            labels[name] = column if rows is None else column.take(pa.array(rows))
     described = {
         "key_column": key_column,
-        "keyed_rows": len(rows),
+        "keyed_rows": count,
         "merged_keys": len(normalizer.merged),
         "mos_column": mos_column,
         "rows": table.num_rows,
@@ -206,7 +213,7 @@ def _read_label_file(source: Source, options: MosOptions, run: RunContext, numbe
         "source": written,
         "std_dev_rescaled_to_1_5": spread_rescaled,
     }
-    return pa.table(labels), described, len(label_keys.keys) == len(rows)
+    return pa.table(labels), described, len(label_keys.keys) == count
 
 
 def load_labels(label_sources: Sequence[Source], options: MosOptions, run: RunContext) \
