@@ -373,9 +373,11 @@ class KeyNormalizer:
         self.column, self.mode, self.regex = column, effective_mode(mode, column), regex
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
-        # Per batch so far (folded now and then): its path-normalised keys, their hashes,
-        # the first text of each, and where that came (``_place``).
-        self._firsts: list[tuple[pa.Array, np.ndarray, pa.Array, np.ndarray]] = []
+        # Per batch so far (folded now and then): the hashes of its path-normalised keys,
+        # the first text of each, and where that came (``_place``). The keys are made
+        # again from their texts where a fold must compare them: a clip's path key is
+        # not kept twice (18 bytes a clip of KoNViD's).
+        self._firsts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []
         self._folded = 0  # entries of ``_firsts`` known to share no key
         self._batches = 0
         self._merged: set[str] = set()
@@ -418,14 +420,14 @@ class KeyNormalizer:
         """A key's second, different text is a merge: within the batch now, on its distinct
         texts and their encoded keys (codes count up in order of first appearance); across
         batches in one hash pass over each batch's keys and first texts (``_fold``)."""
-        codes, keys, hashes = encoded
+        codes, _, hashes = encoded
         first = first_rows(codes)  # first[k]: the first row of key k
         rows = np.flatnonzero(codes >= 0)
         repeats = rows[first[codes[rows]] != rows]
         if len(repeats):  # texts that share a key with an earlier text of this batch
             self._clash(self._place(repeats), text.take(pa.array(first[codes[repeats]])),
                         text.take(pa.array(repeats)))
-        self._firsts.append((keys, hashes, text.take(pa.array(first, type=pa.int64())),
+        self._firsts.append((hashes, text.take(pa.array(first, type=pa.int64())),
                              self._place(first)))
         self._batches += 1
         if len(self._firsts) - self._folded > FOLD_BATCHES:
@@ -433,31 +435,42 @@ class KeyNormalizer:
 
     def _fold(self) -> None:
         """Each key's first text in later batches against its first text of all: one
-        ``encode`` of the keys kept so far, which then shrink to the first of each (so a
+        numbering of the keys kept so far, which then shrink to the first of each (so a
         stream of many batches keeps one entry per key). Batches that share no key (one
         row per clip) are told by their hashes alone, and stay as they are."""
         if len(self._firsts) < 2 or self._folded == len(self._firsts):
             return
-        hashes = np.concatenate([h for _, h, _, _ in self._firsts])
+        hashes = np.concatenate([h for h, _, _ in self._firsts])
         self._folded = len(self._firsts)
         if _distinct(hashes):  # no key in two batches: nothing to compare or drop
             return
-        keys = pa.concat_arrays([k for k, _, _, _ in self._firsts])
-        texts = pa.concat_arrays([t for _, _, t, _ in self._firsts])
-        places = np.concatenate([p for _, _, _, p in self._firsts])
+        texts = pa.concat_arrays([t for _, t, _ in self._firsts])
+        places = np.concatenate([p for _, _, p in self._firsts])
         self._folded = 1
-        codes = encode(keys, hashes)[0]
+        codes = self._key_codes(texts, hashes)
         first = first_rows(codes)
         if len(first) == len(codes):  # one entry, each key in it once
-            self._firsts = [(keys, hashes, texts, places)]
+            self._firsts = [(hashes, texts, places)]
             return
         later = np.ones(len(codes), dtype=bool)
         later[first] = False
         later = np.flatnonzero(later)
         self._clash(places[later], texts.take(pa.array(first[codes[later]])),
                     texts.take(pa.array(later)))
-        picked = pa.array(first)
-        self._firsts = [(keys.take(picked), hashes[first], texts.take(picked), places[first])]
+        self._firsts = [(hashes[first], texts.take(pa.array(first)), places[first])]
+
+    def _key_codes(self, texts: pa.Array, hashes: np.ndarray) -> np.ndarray:
+        """The number of each text's path key, in order of first appearance, from the
+        keys' hashes: the keys are made again from the texts only where a hash repeats,
+        to check that the key does too (every key, should two share a hash)."""
+        codes, _ = _numbered(pa.array(hashes))
+        first = first_rows(codes)
+        repeats = np.flatnonzero(first[codes] != np.arange(len(codes)))
+        same = pc.equal(self._path_mode(texts.take(pa.array(repeats))),
+                        self._path_mode(texts.take(pa.array(first[codes[repeats]]))))
+        if pc.all(same).as_py() is False:
+            return _numbered(self._path_mode(texts))[0]
+        return codes
 
     def _place(self, texts: np.ndarray) -> np.ndarray:
         """Where texts of this batch came in the stream, in order: the batch, then the
