@@ -12,6 +12,7 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 
 from materializer.errors import DataError, UsageError
 from materializer.options import enable, shown
+from materializer.packed import PackedText
 from materializer.tableio import string_buffers
 
 MOS_KEY_CANDIDATES = (
@@ -355,8 +357,32 @@ class KeyIndex:
         return found
 
 
-Prepared = tuple[KeyColumn, tuple[pa.Array, tuple[np.ndarray, pa.Array, np.ndarray]] | None]
-"""A batch's keys, and its distinct texts with their encoded path keys (None in raw mode)."""
+class BatchMerges(NamedTuple):
+    """What the merge check needs of one batch, made off the main thread: the hashes of
+    its path keys, the first of its distinct texts to give each key (where, and packed),
+    and each later text of a key with the key's first text."""
+
+    hashes: np.ndarray
+    first: np.ndarray
+    first_texts: PackedText
+    repeats: np.ndarray
+    owners: pa.Array
+    repeated: pa.Array
+
+    @classmethod
+    def of(cls, text: pa.Array, codes: np.ndarray, hashes: np.ndarray) -> BatchMerges:
+        """From a batch's distinct texts and their path keys' codes (numbered in order of
+        first appearance) and hashes."""
+        first = first_rows(codes)  # first[k]: the first text of key k
+        rows = np.flatnonzero(codes >= 0)
+        repeats = rows[first[codes[rows]] != rows]
+        return cls(hashes, first, PackedText.of(text.take(pa.array(first, type=pa.int64()))),
+                   repeats, text.take(pa.array(first[codes[repeats]])),
+                   text.take(pa.array(repeats)))
+
+
+Prepared = tuple[KeyColumn, BatchMerges | None]
+"""A batch's keys, and what the merge check needs of it (None in raw mode)."""
 
 
 class KeyNormalizer:
@@ -374,10 +400,10 @@ class KeyNormalizer:
         if self.mode not in ("raw", "basename", "stem"):
             raise UsageError(f"unsupported key normalisation mode: {mode}")
         # Per batch so far (folded now and then): the hashes of its path-normalised keys,
-        # the first text of each, and where that came (``_place``). The keys are made
-        # again from their texts where a fold must compare them: a clip's path key is
-        # not kept twice (18 bytes a clip of KoNViD's).
-        self._firsts: list[tuple[np.ndarray, pa.Array, np.ndarray]] = []
+        # the first text of each (packed: read only by a fold that finds a key again),
+        # and where that came (``_place``). The keys are made again from their texts where
+        # a fold must compare them: a clip's path key is not kept twice.
+        self._firsts: list[tuple[np.ndarray, PackedText, np.ndarray]] = []
         self._folded = 0  # entries of ``_firsts`` known to share no key
         self._batches = 0
         self._merged: set[str] = set()
@@ -399,14 +425,15 @@ class KeyNormalizer:
         encoded = encode(keys)
         merges = None
         if self.mode != "raw":  # a merge is the path mode's doing; the regex's is asked for
-            merges = (text, encoded if self.regex is None else encode(path_keys))
+            codes, _, hashes = encoded if self.regex is None else encode(path_keys)
+            merges = BatchMerges.of(text, codes, hashes)
         return _recode(raw_codes, *encoded), merges
 
     def keep(self, prepared: Prepared) -> KeyColumn:
         """A prepared batch's keys, its merges recorded (batches in stream order)."""
         keys, merges = prepared
         if merges is not None:
-            self._track_merges(*merges)
+            self._track_merges(merges)
         return keys
 
     def _path_mode(self, text: pa.Array) -> pa.Array:
@@ -415,20 +442,12 @@ class KeyNormalizer:
             return text
         return _blank_to_null(pc.utf8_trim_whitespace(path_part(text, self.mode == "stem")))
 
-    def _track_merges(self, text: pa.Array,
-                      encoded: tuple[np.ndarray, pa.Array, np.ndarray]) -> None:
-        """A key's second, different text is a merge: within the batch now, on its distinct
-        texts and their encoded keys (codes count up in order of first appearance); across
+    def _track_merges(self, merges: BatchMerges) -> None:
+        """A key's second, different text is a merge: within the batch now; across
         batches in one hash pass over each batch's keys and first texts (``_fold``)."""
-        codes, _, hashes = encoded
-        first = first_rows(codes)  # first[k]: the first row of key k
-        rows = np.flatnonzero(codes >= 0)
-        repeats = rows[first[codes[rows]] != rows]
-        if len(repeats):  # texts that share a key with an earlier text of this batch
-            self._clash(self._place(repeats), text.take(pa.array(first[codes[repeats]])),
-                        text.take(pa.array(repeats)))
-        self._firsts.append((hashes, text.take(pa.array(first, type=pa.int64())),
-                             self._place(first)))
+        if len(merges.repeats):  # texts that share a key with an earlier text of the batch
+            self._clash(self._place(merges.repeats), merges.owners, merges.repeated)
+        self._firsts.append((merges.hashes, merges.first_texts, self._place(merges.first)))
         self._batches += 1
         if len(self._firsts) - self._folded > FOLD_BATCHES:
             self._fold()
@@ -444,20 +463,21 @@ class KeyNormalizer:
         self._folded = len(self._firsts)
         if _distinct(hashes):  # no key in two batches: nothing to compare or drop
             return
-        texts = pa.concat_arrays([t for _, t, _ in self._firsts])
+        texts = pa.concat_arrays([t.unpack() for _, t, _ in self._firsts])
         places = np.concatenate([p for _, _, p in self._firsts])
         self._folded = 1
         codes = self._key_codes(texts, hashes)
         first = first_rows(codes)
         if len(first) == len(codes):  # one entry, each key in it once
-            self._firsts = [(hashes, texts, places)]
+            self._firsts = [(hashes, PackedText.of(texts), places)]
             return
         later = np.ones(len(codes), dtype=bool)
         later[first] = False
         later = np.flatnonzero(later)
         self._clash(places[later], texts.take(pa.array(first[codes[later]])),
                     texts.take(pa.array(later)))
-        self._firsts = [(hashes[first], texts.take(pa.array(first)), places[first])]
+        self._firsts = [(hashes[first], PackedText.of(texts.take(pa.array(first))),
+                         places[first])]
 
     def _key_codes(self, texts: pa.Array, hashes: np.ndarray) -> np.ndarray:
         """The number of each text's path key, in order of first appearance, from the
