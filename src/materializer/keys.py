@@ -296,7 +296,9 @@ class KeyIndex:
         bits = max(int(len(keys)).bit_length() - 1, 1)  # one or two entries a bucket
         self._shift = np.uint64(64 - bits)
         counts = np.bincount((entries >> self._shift).astype(np.intp), minlength=1 << bits)
-        self._starts = np.zeros(len(counts) + 1, dtype=np.int64)
+        # Where each bucket starts: int32 for fewer than 2**31 keys (134 MB less at 50M).
+        self._starts = np.zeros(len(counts) + 1,
+                                dtype=np.int32 if len(keys) < 2**31 else np.int64)
         np.cumsum(counts, out=self._starts[1:])
         self._entries: np.ndarray | None = None if self._shares_a_hash(entries) else entries
 
