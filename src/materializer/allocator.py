@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 
 DECAY_MS = 200
-"""How long jemalloc keeps freed pages before returning them (Arrow's default is 1 s:
-70 to 90 MiB more at the peak of a streamed join, for no time measured here)."""
+"""How long jemalloc keeps freed pages before returning them. Arrow's default, 1 s, held
+70 to 90 MiB more at the peak of a streamed join; 0 ms was 1.24x slower on one; 100 and
+200 ms measured alike."""
 
 
 def use_jemalloc() -> None:

@@ -446,7 +446,8 @@ class KeyNormalizer:
 
     def _track_merges(self, merges: BatchMerges) -> None:
         """A key's second, different text is a merge: within the batch now; across
-        batches in one hash pass over each batch's keys and first texts (``_fold``)."""
+        batches by the hashes of their keys, then the first texts of a key that comes
+        again (``_fold``)."""
         if len(merges.repeats):  # texts that share a key with an earlier text of the batch
             self._clash(self._place(merges.repeats), merges.owners, merges.repeated)
         self._firsts.append((merges.hashes, merges.first_texts, self._place(merges.first)))
@@ -528,8 +529,8 @@ class KeyNormalizer:
         """Fail on the first two raw keys that became one, unless merging is allowed.
 
         This ends the check, after the table's last batch: what it kept of each clip
-        (its path key and hash, first text and place: about 70 bytes for a KoNViD path)
-        is let go before the gate and the write; ``merged`` stays as found."""
+        (its key's hash, its packed first text and its place) is let go before the gate
+        and the write; ``merged`` stays as found."""
         example = self.example
         self._firsts, self._folded = [], 0
         if example is None or allow:

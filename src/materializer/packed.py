@@ -4,7 +4,7 @@ The merge check keeps every clip's first raw text until the table's last batch, 
 looks at one only when a later batch brings its key again, which a table with one row
 per clip never does: 35 bytes a clip of KoNViD paths, 1.7 GB at fifty million clips.
 zstd at Arrow's default level packs such a batch to a few bytes a clip in about 30 ns a
-clip, and gives it back in a tenth of that.
+clip, and gives it back in a third of that.
 """
 
 from __future__ import annotations
