@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -247,22 +247,33 @@ def encode(text: pa.Array, hashes: np.ndarray | None = None) \
         codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = np.arange(len(rows))
         return codes, text.filter(pa.array(valid)), present
-    found, numbered = _numbered(pa.array(present))
-    uniques = numbered.to_numpy()
-    first = first_rows(found)
-    if len(first) < len(found):
-        repeats = np.flatnonzero(first[found] != np.arange(len(found)))
-        same = pc.equal(text.take(pa.array(rows[repeats])),
-                        text.take(pa.array(rows[first[found[repeats]]])))
-        if not pc.all(same).as_py():
-            codes, keys = _numbered(text)
-            return codes, keys, text_hashes(keys)
+    numbered = _by_hash(present, lambda a, b: pc.equal(text.take(pa.array(rows[a])),
+                                                       text.take(pa.array(rows[b]))))
+    if numbered is None:
+        codes, keys = _numbered(text)
+        return codes, keys, text_hashes(keys)
+    found, first = numbered
     if valid is None:
-        codes = found.astype(np.intp, copy=False)
+        codes = found
     else:
         codes = np.full(len(text), -1, dtype=np.intp)
         codes[rows] = found
-    return codes, text.take(pa.array(rows[first])), uniques
+    return codes, text.take(pa.array(rows[first])), present[first]
+
+
+def _by_hash(hashes: np.ndarray, same: Callable[[np.ndarray, np.ndarray], pa.Array]) \
+        -> tuple[np.ndarray, np.ndarray] | None:
+    """Values numbered by their hashes in order of first appearance: each value's number
+    and each number's first value; None should a value whose hash repeats an earlier
+    one's be another value (``same(a, b)``: whether the values at positions ``a`` equal
+    those at ``b``, asked only of the repeats)."""
+    codes, _ = _numbered(pa.array(hashes))
+    first = first_rows(codes)
+    if len(first) < len(codes):
+        repeats = np.flatnonzero(first[codes] != np.arange(len(codes)))
+        if not pc.all(same(repeats, first[codes[repeats]])).as_py():
+            return None
+    return codes, first
 
 
 def _distinct(hashes: np.ndarray) -> bool:
@@ -469,8 +480,7 @@ class KeyNormalizer:
         texts = pa.concat_arrays([t.unpack() for _, t, _ in self._firsts])
         places = np.concatenate([p for _, _, p in self._firsts])
         self._folded = 1
-        codes = self._key_codes(texts, hashes)
-        first = first_rows(codes)
+        codes, first = self._key_codes(texts, hashes)
         if len(first) == len(codes):  # one entry, each key in it once
             self._firsts = [(hashes, PackedText.of(texts), places)]
             return
@@ -482,18 +492,17 @@ class KeyNormalizer:
         self._firsts = [(hashes[first], PackedText.of(texts.take(pa.array(first))),
                          places[first])]
 
-    def _key_codes(self, texts: pa.Array, hashes: np.ndarray) -> np.ndarray:
-        """The number of each text's path key, in order of first appearance, from the
-        keys' hashes: the keys are made again from the texts only where a hash repeats,
-        to check that the key does too (every key, should two share a hash)."""
-        codes, _ = _numbered(pa.array(hashes))
-        first = first_rows(codes)
-        repeats = np.flatnonzero(first[codes] != np.arange(len(codes)))
-        same = pc.equal(self._path_mode(texts.take(pa.array(repeats))),
-                        self._path_mode(texts.take(pa.array(first[codes[repeats]]))))
-        if pc.all(same).as_py() is False:
-            return _numbered(self._path_mode(texts))[0]
-        return codes
+    def _key_codes(self, texts: pa.Array, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The number of each text's path key, in order of first appearance, and each
+        number's first text, from the keys' hashes: the keys are made again from the
+        texts only where a hash repeats, to check that the key does too (every key,
+        should two share a hash)."""
+        numbered = _by_hash(hashes, lambda a, b: pc.equal(
+            self._path_mode(texts.take(pa.array(a))), self._path_mode(texts.take(pa.array(b)))))
+        if numbered is not None:
+            return numbered
+        codes = _numbered(self._path_mode(texts))[0]
+        return codes, first_rows(codes)
 
     def _place(self, texts: np.ndarray) -> np.ndarray:
         """Where texts of this batch came in the stream, in order: the batch, then the

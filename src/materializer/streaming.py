@@ -277,7 +277,6 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
     normalize = plan.normalizer(core)
     audit = gated_audit(plan, core, normalize,
                         spill.keeping(_key_batches(plan, core, normalize)))
-    del normalize  # the merge check's keys (a text per clip): pass two has no use for them
     audit["streamed"] = {"batch_rows": _batch_rows()}
     reader = open_parquet(path)
     progress = Progress(reader.metadata.num_rows, f"{plan.features} -> {plan.out}")
