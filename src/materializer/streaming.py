@@ -294,13 +294,13 @@ def _two_passes(plan: Plan, core: Core, spill: KeySpill) -> dict[str, Any]:
         done = 0
         try:
             batches = read_batches(reader, path, plan.features, batch_size=_batch_rows())
-            for batch in read_ahead(batches):
-                table = attached(batch)
+            # Read and attached in one thread while the batch before is encoded here.
+            for rows, table in read_ahead((b.num_rows, attached(b)) for b in batches):
                 if writer is None:
                     writer = pq.ParquetWriter(sink, table.schema,
                                               **tableio.parquet_options(table.schema))
                 writer.write_table(table)
-                done += batch.num_rows
+                done += rows
                 if done < progress.total:
                     progress.update(done)
             if writer is None:  # an empty table still gets its schema and new columns
