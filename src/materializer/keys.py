@@ -283,6 +283,16 @@ def _distinct(hashes: np.ndarray) -> bool:
     return not (ordered[1:] == ordered[:-1]).any()
 
 
+def first_repeat(keys: pa.Array, hashes: np.ndarray) -> int | None:
+    """The first of ``keys`` that an earlier one repeats, or None: told by their
+    ``text_hashes`` alone unless two hashes are equal, and then by text."""
+    if _distinct(hashes):
+        return None
+    codes, _ = _numbered(keys)
+    again = np.flatnonzero(first_rows(codes)[codes] != np.arange(len(codes)))
+    return int(again[0]) if len(again) else None
+
+
 class KeyIndex:
     """Distinct keys (no nulls) looked up again and again: a label set, one lookup per
     streamed batch, or every key a stream has seen.
@@ -664,7 +674,8 @@ def mostly_distinct(values: pa.Array) -> bool:
     """Whether fewer than half the rows repeat the row before: a table with one row per
     clip, where normalising every row costs less than hashing them to share the work.
     (Frames of a clip sit together; the answer changes only the speed, never a key.)"""
-    if len(values) < 2 or not pa.types.is_string(values.type):
+    if len(values) < 2 or not (pa.types.is_string(values.type)
+                               or pa.types.is_large_string(values.type)):
         return False
     repeats = pc.sum(pc.equal(values.slice(1), values.slice(0, len(values) - 1))).as_py()
     return 2 * (repeats or 0) < len(values)

@@ -208,9 +208,10 @@ def _frame_scores(frame: pd.DataFrame, keys: pd.Series, options: SecondOpinionOp
 
 
 def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
-        -> tuple[pd.DataFrame, int, dict[str, str]]:
-    """One sidecar as records (status ok, bad, or missing for a row without a score);
-    returns them, the number of rows without a key and each competitor's score field.
+        -> tuple[pa.Table, int, dict[str, str]]:
+    """One sidecar as records (status ok, bad, or missing for a row without a score, as
+    its place in ``ROW_STATUSES``); returns them, the number of rows without a key and
+    each competitor's score field.
 
     The key field is ``score_key_field`` if given, else an aligned source's
     ``align_to.key_column``, else the first candidate a row fills."""
@@ -225,7 +226,8 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
                                            for level in levels):
         raise UsageError(f"{shown('score_key_field')} {options.score_key_field!r} is not present",
                          file=spec.path, column=options.score_key_field)
-    keys = _score_keys(levels, key_fields, named is not None, options, spec.path)
+    key_column = _score_keys(levels, key_fields, named is not None, options, spec.path)
+    keys = key_column.to_series(frame.index)  # for the errors below, which name a key
 
     competitor = _first(levels, ("competitor",))
     competitor = _text(competitor).replace("", None)
@@ -257,18 +259,21 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
                             f"{ask_for('score_field')}", file=spec.path,
                             key=str(keys[rows & ok].iloc[0]))
         fields.setdefault(name, "frames[]" if from_frames[rows].any() else "")
-    status = pd.Series(np.where(ok, np.where(score.isna(), "missing", "ok"), "bad"),
-                       index=frame.index)
-    records = pd.DataFrame({
-        "competitor": competitor, "key": keys, "score": score, "status": status,
-        "runtime_ms": runtime, "frames": frames, "source": spec.path,
+    status = np.where(ok, np.where(score.isna(), MISSING, OK), BAD).astype(np.int8)
+    keyed = np.flatnonzero(~key_column.unkeyed)
+    records = pa.table({
+        "competitor": pa.array(competitor.to_numpy(object)[keyed], type=pa.string()),
+        "key": key_column.keys.take(pa.array(key_column.codes[keyed])),
+        "score": score.to_numpy("float64")[keyed], "status": status[keyed],
+        "runtime_ms": runtime.to_numpy("float64")[keyed],
+        "frames": frames.to_numpy("int64")[keyed],
+        "source": pc.fill_null(pa.nulls(len(keyed), pa.string()), spec.path),  # one path
     })
-    keyed = records["key"].notna()
-    return records[keyed], int((~keyed).sum()), fields
+    return records, len(frame) - len(keyed), fields
 
 
 def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str], exact: bool,
-                options: SecondOpinionOptions, file: str) -> pd.Series:
+                options: SecondOpinionOptions, file: str) -> keymod.KeyColumn:
     """The key field, chosen once per file like the score: the first candidate (row,
     then ``summary``) that any row fills; a row that leaves it empty has no key."""
     found = _filled_field(levels, key_fields, exact)
@@ -277,17 +282,9 @@ def _score_keys(levels: Sequence[pd.DataFrame], key_fields: Sequence[str], exact
                         file=file)
     level, column = found
     normalizer = keymod.KeyNormalizer(column, options.key_normalize, None)
-    keys = normalizer(levels[level][column]).to_series(levels[level].index)
+    keys = normalizer(levels[level][column])
     normalizer.refuse_merges(options.allow_key_merge, file)
     return keys
-
-
-def _check_duplicates(records: pd.DataFrame) -> None:
-    duplicated = records.duplicated(["competitor", "key"], keep="first")
-    if duplicated.any():
-        row = records[duplicated].iloc[0]
-        raise DataError(f"duplicate score for competitor {row.competitor!r}", file=row.source,
-                        key=str(row.key))
 
 
 def _column_bases(competitors: Sequence[str], prefix: str, given: set[str]) -> dict[str, str]:
@@ -312,21 +309,29 @@ def _column_bases(competitors: Sequence[str], prefix: str, given: set[str]) -> d
 
 
 ROW_STATUSES = ("ok", "bad", "missing")
-OK, MISSING = 0, 2
+OK, BAD, MISSING = 0, 1, 2
 STATUS_TEXT = pa.array(ROW_STATUSES, type=pa.string())
 
 
 class _Competitor:
     """One competitor's score records, looked up by feature key."""
 
-    def __init__(self, name: str, records: pd.DataFrame, base: str) -> None:
-        self.name, self.records, self.base = name, records.reset_index(drop=True), base
-        self.keys = pa.array(self.records["key"].to_numpy(object), type=pa.string())
-        self.index = keymod.KeyIndex(self.keys, name=f"scores of {name}")
-        self.status = pd.Categorical(self.records["status"], categories=ROW_STATUSES) \
-            .codes.astype(np.int8)
-        self.scores = self.records["score"].to_numpy(dtype="float64")
-        self.sources = pa.array(self.records["source"].to_numpy(object), type=pa.string())
+    def __init__(self, name: str, records: pa.Table, base: str) -> None:
+        """``records``: the competitor's, from every file in turn; a key given twice
+        (in one file or two) fails, naming the file of its second record."""
+        self.name, self.base = name, base
+        self.keys = records["key"].combine_chunks()
+        hashes = keymod.text_hashes(self.keys)
+        again = keymod.first_repeat(self.keys, hashes)
+        if again is not None:
+            raise DataError(f"duplicate score for competitor {name!r}",
+                            file=records["source"][again].as_py(), key=self.keys[again].as_py())
+        self.index = keymod.KeyIndex(self.keys, hashes, name=f"scores of {name}")
+        self.status = records["status"].to_numpy()
+        self.scores = records["score"].to_numpy()
+        self.runtime_ms = records["runtime_ms"].to_numpy()
+        self.frames = records["frames"].to_numpy()
+        self.sources = records["source"].combine_chunks()
         self.rows = dict.fromkeys(ROW_STATUSES, 0)
 
     def positions(self, keys: keymod.KeyColumn) -> np.ndarray:
@@ -405,14 +410,15 @@ class ScoreJoin:
 
     regex = None
 
-    def __init__(self, records: pd.DataFrame, bases: dict[str, str], key_column: str,
+    def __init__(self, records: pa.Table, bases: dict[str, str], key_column: str,
                  options: SecondOpinionOptions, features: str, out: str, specs: list[Source],
-                 loaded: list[tuple[pd.DataFrame, int, dict[str, str]]]) -> None:
+                 loaded: list[tuple[pa.Table, int, dict[str, str]]]) -> None:
         self.key_column, self.options, self.features, self.out = key_column, options, \
             features, out
         self.specs, self.loaded = specs, loaded
-        self.competitors = [_Competitor(name, records[records["competitor"] == name], base)
-                            for name, base in bases.items()]
+        self.competitors = [
+            _Competitor(name, records.filter(pc.equal(records["competitor"], name)), base)
+            for name, base in bases.items()]
         self.missing_any_rows = 0
         self.stats: dict[str, Any] = {}
         self.mos_column: str | None = None
@@ -455,7 +461,6 @@ class ScoreJoin:
     def gate(self, tally: Any) -> None:
         distinct = tally.distinct
         for competitor in self.competitors:
-            keys = competitor.records["key"]
             unmatched = competitor.index.unfound(distinct)
             found = competitor.rows["ok"] + competitor.rows["bad"]
             self.stats[competitor.name] = {
@@ -465,8 +470,9 @@ class ScoreJoin:
                 "coverage": found / tally.rows if tally.rows else 0.0,
                 "matched_rows": competitor.rows["ok"],
                 "missing_rows": competitor.rows["missing"],
-                "scores_loaded": len(keys),
-                "unmatched_score_keys": [str(k) for k in keys[unmatched].iloc[:SAMPLE_SIZE]],
+                "scores_loaded": len(competitor.keys),
+                "unmatched_score_keys":
+                    competitor.keys.filter(pa.array(unmatched))[:SAMPLE_SIZE].to_pylist(),
                 "unmatched_scores": int(unmatched.sum()),
             }
         for _, _, fields in self.loaded:
@@ -489,13 +495,12 @@ class ScoreJoin:
             status = competitor.row_status(positions)
             lost = status == MISSING
             take = np.maximum(positions, 0)
-            records, base = competitor.records, competitor.base
-            columns[f"{base}_score"] = _nullable_floats(records["score"].to_numpy()[take], lost)
+            base = competitor.base
+            columns[f"{base}_score"] = _nullable_floats(competitor.scores[take], lost)
             columns[f"{base}_status"] = STATUS_TEXT.take(pa.array(status))
-            columns[f"{base}_runtime_ms"] = _nullable_floats(
-                records["runtime_ms"].to_numpy()[take], lost)
-            columns[f"{base}_frames"] = pa.array(
-                np.where(lost, 0, records["frames"].to_numpy()[take]), type=pa.int64())
+            columns[f"{base}_runtime_ms"] = _nullable_floats(competitor.runtime_ms[take], lost)
+            columns[f"{base}_frames"] = pa.array(np.where(lost, 0, competitor.frames[take]),
+                                                 type=pa.int64())
             columns[f"{base}_source"] = pc.fill_null(
                 competitor.sources.take(pa.array(take, mask=lost)), "")
             missing_any |= lost
@@ -548,11 +553,11 @@ def materialize_second_opinion(
 
         def prepare(columns: list[str], key_column: str) -> ScoreJoin:
             loaded = [load_scores(spec, options, run) for spec in specs]
-            records = pd.concat([r for r, _, _ in loaded], ignore_index=True)
-            if records.empty:
+            records = pa.concat_tables([r for r, _, _ in loaded])
+            if not records.num_rows:
                 raise DataError("no scores loaded", file=specs[0].path)
-            _check_duplicates(records)
-            bases = _column_bases(sorted(records["competitor"].unique()), options.prefix,
+            bases = _column_bases(sorted(pc.unique(records["competitor"]).to_pylist()),
+                                  options.prefix,
                                   {spec.label for spec in specs if spec.label})
             join.check_overwrite(columns, [f"{b}_{s}" for b in bases.values() for s in SUFFIXES],
                                  options.overwrite, feature.path, "second-opinion columns")
