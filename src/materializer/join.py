@@ -10,15 +10,16 @@ table in memory or, for a large parquet table, in record batches
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from materializer import files, publish, streaming, tableio
 from materializer import keys as keymod
 from materializer.errors import UsageError
-from materializer.plan import Core, Plan, attach, check_overwrite, gated_audit
+from materializer.plan import Core, Observed, Plan, attach, check_overwrite, gated_audit
 from materializer.provenance import InputHasher
 from materializer.readers import format_of
 from materializer.sources import Source, load
@@ -92,12 +93,21 @@ def _in_memory(plan: Plan, core: Core, table: pa.Table | None = None) -> dict[st
                                    text_columns=[core.key_column],
                                    csv_types=files.table_format(plan.out) != "csv")
     normalizer = plan.normalizer(core)
-    keys = normalizer(table.column(core.key_column))
-    observed = {c: table.column(c) for c in core.observed_columns(table.column_names)}
-    audit = gated_audit(plan, core, normalizer, [(keys, observed)])
-    new, keep = core.columns(keys)
-    joined = attach(table, new)
-    if keep is not None:
-        joined = joined.filter(pa.array(keep))
+    slices: list[keymod.KeyColumn] = []
+
+    def kept(batches: Iterator[tuple[keymod.KeyColumn, Observed]]) \
+            -> Iterator[tuple[keymod.KeyColumn, Observed]]:
+        for keys, values in batches:
+            yield keys, values
+            slices.append(keys)  # after the core's lookups, which go with the keys
+
+    audit = gated_audit(plan, core, normalizer,
+                        kept(streaming.key_slices(table, core, normalizer)))
+    parts = [core.columns(keys) for keys in slices]  # as pass two would, slice by slice
+    slices.clear()
+    joined = attach(table, {name: pa.chunked_array([new[name] for new, _ in parts])
+                            for name in parts[0][0]})
+    if parts[0][1] is not None:
+        joined = joined.filter(pa.array(np.concatenate([keep for _, keep in parts])))
     return publish.publish(joined, plan.out, plan.audit_json, audit, plan.run, plan.hasher,
                            plan.inputs)

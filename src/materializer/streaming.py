@@ -161,6 +161,21 @@ def _key_batches(plan: Plan, core: Core, normalize: keymod.KeyNormalizer) \
         yield normalize.keep(keys), values
 
 
+def key_slices(table: pa.Table, core: Core, normalize: keymod.KeyNormalizer) \
+        -> Iterator[tuple[keymod.KeyColumn, Observed]]:
+    """A table in memory as pass one sees a stream: its key column and observed columns
+    in slices of a batch, the keys normalised on two threads (an empty table is one empty
+    slice). A table of one row per clip normalises its keys in about half the time."""
+    rows = _batch_rows()
+    column = table.column(core.key_column)
+    observed = core.observed_columns(table.column_names)
+    starts = range(0, max(table.num_rows, 1), rows)
+    slices = mapped_ahead(lambda at: normalize.prepare(column.slice(at, rows)), iter(starts))
+    for at, keys in zip(starts, slices, strict=True):
+        yield normalize.keep(keys), {name: table.column(name).slice(at, rows)
+                                     for name in observed}
+
+
 def _repeats_keys(path: Path, written: str, column: str) -> bool:
     """Whether the first rows of ``column`` repeat their keys (frames of a clip), not
     one key a row: the reader's choice, which changes only the speed, never a key."""
@@ -229,7 +244,7 @@ class KeySpill:
             self._pending = keymod.KeyColumn(part.codes[need:], part.keys, part.hashes,
                                              part.found)
             have += need
-        return _joined(parts)
+        return joined(parts)
 
     def close(self) -> None:
         for file in self._files:
@@ -244,7 +259,7 @@ def _key_column(rows: pa.RecordBatch, per_key: pa.RecordBatch) -> keymod.KeyColu
                             per_key.column("hash").to_numpy(), found)
 
 
-def _joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
+def joined(parts: list[keymod.KeyColumn]) -> keymod.KeyColumn:
     """Key columns one after the other (their keys appended: a key may then repeat)."""
     if len(parts) == 1:
         return parts[0]
