@@ -25,11 +25,13 @@ REGEXES = [
     r"([0-9]+)", r"^(.*?)(?:NEW)?$", r"([0-9]{3})?x", r"[a-z]+", r"(\d+)_(\w+)", r"(?i)new",
     r"(a|ab)(c|bcd)?", r"^$", r"(?:x)*", r"\bfoo\b", r"[^/]+$", r"([0-9]{10})\.mp4$",
     r"^([^_]+)_", r"(.)(.)?$", r"[.]", r"\d{2,}",
+    # Parentheses that open no group, and a named one: the groups RE2 is given are named.
+    r"(?P<id>\d+)_(x)?", r"[(]a(b)?", r"\((\d+)\)", r"[]a](x|y)",
     # Only Python re can run these (RE2 has no look-around or backreferences; \s and
     # {,n} mean something else there): the engine must fall back, with equal results.
     r"(?<=_)\d+", r"(\w)\1", r"\s+(\S+)", r"x{,2}y", r"(?=a)\w",
 ]
-ALPHABET = st.sampled_from(list("abcxyz019_./\\- NEW") + ["é", "٣", "ﬁ", "İ", "\u00a0", "foo"])
+ALPHABET = st.sampled_from(list("abcxyz019_./\\- NEW()]") + ["é", "٣", "ﬁ", "İ", "\u00a0", "foo"])
 
 
 def python_rule(regex: re.Pattern[str], text: str | None) -> str | None:
@@ -60,7 +62,7 @@ def test_both_engines_are_exercised() -> None:
     """The plain patterns run on RE2, the others on Python re (else the test above
     would compare Python with itself)."""
     fast = [p for p in REGEXES if keys.re2_form(p, re.compile(p).flags, re.compile(p).groups)]
-    assert len(fast) == 16 and set(REGEXES) - set(fast) == set(REGEXES[16:])
+    assert len(fast) == 20 and set(REGEXES) - set(fast) == set(REGEXES[20:])
 
 
 def test_non_ascii_keys_take_the_python_rule_where_classes_differ() -> None:
