@@ -23,8 +23,9 @@ process that has already imported pyarrow, setting it changes nothing)."""
 ARENAS = 1
 """jemalloc's arenas. Its default (four a core) gives each thread its own, so pages a
 worker thread freed (a batch's keys, normalised off the main thread) wait there while
-the main thread faults in new ones: one arena held 25 MiB less at KoNViD-150k's size and
-as much as eight at ten million clips, and took 0.89x the time there (2 cores)."""
+the main thread faults in new ones. With one arena, on the project's 2-core machine: a
+join of KoNViD-150k's size peaked 28 MiB lower, and one of ten million clips took 0.89x
+the time at the same peak (3 pairs)."""
 
 
 def use_jemalloc() -> None:
