@@ -264,6 +264,7 @@ def load_scores(spec: Source, options: SecondOpinionOptions, run: RunContext) \
     records = pa.table({
         "competitor": pa.array(competitor.to_numpy(object)[keyed], type=pa.string()),
         "key": key_column.keys.take(pa.array(key_column.codes[keyed])),
+        "key_hash": key_column.hashes[key_column.codes[keyed]],  # the normaliser's
         "score": score.to_numpy("float64")[keyed], "status": status[keyed],
         "runtime_ms": runtime.to_numpy("float64")[keyed],
         "frames": frames.to_numpy("int64")[keyed],
@@ -321,7 +322,7 @@ class _Competitor:
         (in one file or two) fails, naming the file of its second record."""
         self.name, self.base = name, base
         self.keys = records["key"].combine_chunks()
-        hashes = keymod.text_hashes(self.keys)
+        hashes = records["key_hash"].to_numpy()
         again = keymod.first_repeat(self.keys, hashes)
         if again is not None:
             raise DataError(f"duplicate score for competitor {name!r}",
